@@ -1,0 +1,3 @@
+from sqenv.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""Command line: thin modules over the library, one per subcommand.
+
+`main` is the one place where errors become messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from sqenv import __version__
+from sqenv.cli import create, doctor, info, run
+from sqenv.errors import Interrupted, SqenvError, UsageError
+from sqenv.ui import NORMAL, QUIET, UI, VERBOSE
+
+COMMANDS = (create, run, info, doctor)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage errors go through our one error path."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message, f"see `{self.prog} --help`")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", help="show the tools' own output")
+    group.add_argument("-q", "--quiet", action="store_true", help="show errors only")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="sqenv", description="Python environments as one image plus launchers, for HPC.")
+    parser.add_argument("--version", action="version", version=f"sqenv {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for module in COMMANDS:
+        module.add_parsers(sub, add_output_options)
+    return parser
+
+
+def make_ui(args: argparse.Namespace) -> UI:
+    level = VERBOSE if getattr(args, "verbose", False) else QUIET if getattr(args, "quiet", False) else NORMAL
+    return UI(level=level)
+
+
+def _sigterm(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def dispatch(parser: Parser, argv: Sequence[str] | None) -> int:
+    ui = UI()
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        args = parser.parse_args(argv)
+        ui = make_ui(args)
+        return int(args.execute(args, ui) or 0)
+    except KeyboardInterrupt:
+        err = Interrupted("interrupted; nothing was changed, temporary files were removed")
+        ui.error(err)
+        return err.exit_code
+    except SqenvError as err:
+        ui.error(err)
+        return err.exit_code
+    except BrokenPipeError:
+        return 1
+    except Exception:
+        if os.environ.get("SQENV_TRACEBACK"):
+            raise
+        import traceback
+
+        ui.error(
+            SqenvError(
+                f"internal error: {sys.exc_info()[1]!r}",
+                "this is a bug in sqenv; rerun with SQENV_TRACEBACK=1 and report the traceback",
+            )
+        )
+        traceback.print_exc(file=open(os.devnull, "w"))
+        return 70
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch(build_parser(), argv)

@@ -1,0 +1,97 @@
+"""`sqenv create PREFIX ...`: a new install from pip, conda or lock inputs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sqenv.errors import UsageError
+from sqenv.pipeline import create
+from sqenv.spec import COMPRESSIONS, BuildSpec, PipInputs
+from sqenv.spec.requirements import check_file, check_spec
+from sqenv.ui import UI
+
+
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--post-install", type=Path, metavar="SCRIPT", help="sh script run inside the environment after install"
+    )
+    p.add_argument(
+        "--compression", choices=COMPRESSIONS, default="zstd", help="image compression (default: zstd level 3)"
+    )
+    p.add_argument("--compression-level", type=int, metavar="N", help="compressor level")
+    p.add_argument(
+        "--build-dir", type=Path, metavar="DIR", help="where to build (default: $SQENV_BUILD_DIR or $TMPDIR)"
+    )
+    p.add_argument("-j", "--jobs", type=int, metavar="N", help="cores for packing (default: all)")
+
+
+def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
+    p = sub.add_parser(
+        "create",
+        help="build an environment into PREFIX",
+        description="Build an environment (pip, conda or lock) into one image plus launchers in PREFIX.",
+    )
+    p.add_argument("prefix", type=Path, metavar="PREFIX")
+    p.add_argument("packages", nargs="*", metavar="PKG", help="packages (pip) or match specs (with -c/-f: conda)")
+    p.add_argument(
+        "-r",
+        "--requirement",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="pip requirements file (repeatable)",
+    )
+    p.add_argument("--python", metavar="PY", help="base interpreter for pip envs (default: first python3 on PATH)")
+    p.add_argument("--system-site-packages", action="store_true", help="let the env see the base Python's packages")
+    p.add_argument("-f", "--file", type=Path, metavar="YML", help="conda environment.yml or explicit file")
+    p.add_argument("-c", "--channel", action="append", default=[], metavar="CHANNEL", help="conda channel (repeatable)")
+    p.add_argument("--from", dest="lock_from", type=Path, metavar="PREFIX_OR_LOCK", help="rebuild exactly from a lock")
+    p.add_argument("--force", action="store_true", help="replace PREFIX if it exists")
+    add_build_options(p)
+    add_output_options(p)
+    p.set_defaults(execute=execute)
+
+
+def pip_spec(args: argparse.Namespace) -> BuildSpec:
+    for path in args.requirement:
+        check_file(path)
+    for i, pkg in enumerate(args.packages, 1):
+        check_spec(pkg, f"package argument {i}")
+    return BuildSpec(
+        prefix=args.prefix.absolute(),
+        kind="pip",
+        pip=PipInputs(
+            requirement_files=tuple(p.absolute() for p in args.requirement),
+            packages=tuple(args.packages),
+            python=args.python,
+            system_site_packages=args.system_site_packages,
+        ),
+        post_install=args.post_install.absolute() if args.post_install else None,
+        compression=args.compression,
+        compression_level=args.compression_level,
+        jobs=args.jobs,
+        force=args.force,
+        build_dir=args.build_dir,
+    )
+
+
+def spec_from_args(args: argparse.Namespace) -> BuildSpec:
+    conda = args.file or args.channel or args.lock_from
+    if conda:
+        from sqenv.spec.conda import conda_spec
+
+        return conda_spec(args)
+    if not args.requirement and not args.packages:
+        raise UsageError("nothing to install", "give packages, `-r requirements.txt`, or `-f environment.yml`")
+    if args.post_install and not args.post_install.is_file():
+        raise UsageError(f"post-install script `{args.post_install}` does not exist")
+    return pip_spec(args)
+
+
+def execute(args: argparse.Namespace, ui: UI) -> int:
+    spec = spec_from_args(args)
+    create(spec, ui)
+    ui.info(f"\nUse it with:  export PATH={spec.prefix}/bin:$PATH")
+    return 0

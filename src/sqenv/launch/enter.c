@@ -1,0 +1,227 @@
+/*
+ * sqenv-enter: run a program in a private mount namespace where the
+ * environment's image is visible at a fixed path and over the install prefix.
+ *
+ * Why not bubblewrap: bwrap always forks and its parent neither forwards
+ * SIGTERM/SIGINT nor keeps the pid (bubblewrap#369), so `scancel`, `kill` and
+ * Ctrl-C would not reach the program. This helper unshares in-process and
+ * execs: the program keeps the launcher's pid, signals, exit code and TTY.
+ * It is not setuid: it uses an unprivileged user namespace mapping the caller
+ * to itself, so files keep their owners and the program runs without caps.
+ *
+ * usage: sqenv-enter [-l LOWER]... [-w] [-p PREFIX] [-C] -- PROG [ARGS...]
+ *   -l LOWER   directory to show at the fixed path (several: overlay,
+ *              the last one given is the top layer)
+ *   -w         bind the (single) LOWER read-write (used while building)
+ *   -p PREFIX  also show the environment over PREFIX (may repeat)
+ *   -a ARGV0   argv[0] for PROG (default PROG)
+ *   PROG       absolute path, or a name looked up in PATH
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#ifndef SQENV_MOUNT_PATH
+#define SQENV_MOUNT_PATH "/mnt/sqenv"
+#endif
+#define MAX_LAYERS 64
+#define MAX_PREFIXES 8
+#define EXIT_ENTER 125
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    int err = errno;
+    fputs("sqenv: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (err)
+        fprintf(stderr, ": %s", strerror(err));
+    fputs("\n", stderr);
+    exit(EXIT_ENTER);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return; /* old kernels have no setgroups file */
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+        die("cannot write %s (are unprivileged user namespaces enabled? run `sqenv doctor`)", path);
+    close(fd);
+}
+
+static void enter_user_namespace(void)
+{
+    char map[64];
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+        die("cannot create a user and mount namespace (run `sqenv doctor`)");
+    write_file("/proc/self/setgroups", "deny");
+    snprintf(map, sizeof map, "%u %u 1\n", (unsigned)uid, (unsigned)uid);
+    write_file("/proc/self/uid_map", map);
+    snprintf(map, sizeof map, "%u %u 1\n", (unsigned)gid, (unsigned)gid);
+    write_file("/proc/self/gid_map", map);
+    /* Receive the host's later mounts, never send ours back. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) != 0)
+        die("cannot make mounts private");
+}
+
+static void bind(const char *src, const char *dst, unsigned long extra)
+{
+    if (mount(src, dst, NULL, MS_BIND | MS_REC | extra, NULL) != 0)
+        die("cannot bind %s on %s", src, dst);
+}
+
+/*
+ * Make the fixed mount path exist without touching the host: cover its
+ * parent with a tmpfs and bring the parent's entries back as binds and
+ * symlinks, so the rest of the host stays visible there.
+ */
+static void make_mount_point(const char *path)
+{
+    char parent[PATH_MAX], child[PATH_MAX], src[PATH_MAX], link[PATH_MAX];
+    const char *name;
+    struct stat st;
+    struct dirent *de;
+    DIR *dir;
+    int pfd;
+
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return;
+    snprintf(parent, sizeof parent, "%s", path);
+    *strrchr(parent, '/') = '\0';
+    name = path + strlen(parent) + 1;
+    if (parent[0] == '\0')
+        die("the mount path %s needs a parent directory", path);
+
+    pfd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (pfd < 0)
+        die("cannot open %s", parent);
+    dir = opendir(parent);
+    if (!dir)
+        die("cannot list %s", parent);
+    if (mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0)
+        die("cannot mount a tmpfs on %s", parent);
+    while ((de = readdir(dir)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strcmp(de->d_name, name))
+            continue;
+        snprintf(child, sizeof child, "%s/%s", parent, de->d_name);
+        snprintf(src, sizeof src, "/proc/self/fd/%d/%s", pfd, de->d_name);
+        if (fstatat(pfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        if (S_ISLNK(st.st_mode)) {
+            ssize_t n = readlinkat(pfd, de->d_name, link, sizeof link - 1);
+            if (n >= 0) {
+                link[n] = '\0';
+                if (symlink(link, child) != 0)
+                    die("cannot recreate %s", child);
+            }
+            continue;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            if (mkdir(child, 0755) != 0)
+                die("cannot recreate %s", child);
+        } else {
+            int fd = open(child, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+            if (fd < 0)
+                die("cannot recreate %s", child);
+            close(fd);
+        }
+        bind(src, child, 0);
+    }
+    closedir(dir);
+    close(pfd);
+    if (mkdir(path, 0755) != 0)
+        die("cannot create %s", path);
+}
+
+static void mount_layers(char **layers, int n, int writable)
+{
+    if (n == 1) {
+        bind(layers[0], SQENV_MOUNT_PATH, 0);
+        if (!writable)
+            mount(NULL, SQENV_MOUNT_PATH, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
+        return;
+    }
+    /* overlayfs lists the top layer first */
+    char opts[8192] = "lowerdir=";
+    size_t len = strlen(opts);
+    for (int i = n - 1; i >= 0; i--) {
+        int w = snprintf(opts + len, sizeof opts - len, "%s%s", layers[i], i ? ":" : "");
+        if (w < 0 || (size_t)w >= sizeof opts - len)
+            die("too many layers");
+        len += (size_t)w;
+    }
+    if (mount("sqenv", SQENV_MOUNT_PATH, "overlay", MS_RDONLY, opts) != 0)
+        die("cannot stack the image layers (overlayfs in user namespaces needs Linux >= 5.11)");
+}
+
+int main(int argc, char **argv)
+{
+    char *layers[MAX_LAYERS], *prefixes[MAX_PREFIXES], *argv0 = NULL;
+    int nlayers = 0, nprefixes = 0, writable = 0, opt;
+    char cwd[PATH_MAX];
+    int have_cwd = getcwd(cwd, sizeof cwd) != NULL;
+
+    while ((opt = getopt(argc, argv, "+l:p:a:w")) != -1) {
+        switch (opt) {
+        case 'l':
+            if (nlayers == MAX_LAYERS)
+                die("too many layers");
+            layers[nlayers++] = optarg;
+            break;
+        case 'p':
+            if (nprefixes == MAX_PREFIXES)
+                die("too many prefixes");
+            prefixes[nprefixes++] = optarg;
+            break;
+        case 'a':
+            argv0 = optarg;
+            break;
+        case 'w':
+            writable = 1;
+            break;
+        default:
+            errno = 0;
+            die("usage: sqenv-enter [-l LOWER]... [-w] [-p PREFIX]... [-a ARGV0] -- PROG [ARGS...]");
+        }
+    }
+    if (optind >= argc || nlayers == 0) {
+        errno = 0;
+        die("usage: sqenv-enter [-l LOWER]... [-w] [-p PREFIX]... [-a ARGV0] -- PROG [ARGS...]");
+    }
+
+    enter_user_namespace();
+    make_mount_point(SQENV_MOUNT_PATH);
+    mount_layers(layers, nlayers, writable);
+    for (int i = 0; i < nprefixes; i++)
+        bind(SQENV_MOUNT_PATH, prefixes[i], 0);
+    if (have_cwd && chdir(cwd) != 0)
+        (void)chdir("/");
+
+    char *prog = argv[optind];
+    if (argv0)
+        argv[optind] = argv0;
+    if (strchr(prog, '/'))
+        execv(prog, argv + optind);
+    else
+        execvp(prog, argv + optind);
+    int err = errno;
+    errno = err;
+    fprintf(stderr, "sqenv: cannot run %s: %s\n", prog, strerror(err));
+    return err == ENOENT ? 127 : 126;
+}

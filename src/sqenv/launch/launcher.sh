@@ -1,0 +1,78 @@
+# shellcheck shell=sh
+# sqenv launcher: the body shared by every program of an install.
+#
+# `PREFIX/bin/NAME` is a symlink to `PREFIX/launcher`; this file is appended
+# to the values written at publish time (SQENV_LAYERS, SQENV_MOUNT_PATH, ...)
+# and to the engine functions. This path runs for every `python` call, so it
+# starts no Python, forks nothing once the image is mounted on this node, and
+# hands over with `exec` so the program keeps our pid, signals and exit code.
+
+sqenv_die() {
+    printf 'sqenv: %s\n' "$1" >&2
+    [ -z "${2-}" ] || printf '\nhint: %s\n' "$2" >&2
+    exit "${3:-125}"
+}
+
+# --- Where am I? -------------------------------------------------------------
+# $0 is PREFIX/bin/NAME (PATH lookup or a typed path), PREFIX/launcher (run
+# mode), or a symlink made elsewhere (a user's alias, a venv made on top).
+sqenv_self=$0
+case $sqenv_self in
+    */*) ;;
+    *) sqenv_self=$(command -v -- "$sqenv_self") || sqenv_die "cannot find myself ($0)" ;;
+esac
+case $sqenv_self in
+    /*) ;;
+    *) sqenv_self=$PWD/$sqenv_self ;;
+esac
+sqenv_argv0=$sqenv_self
+sqenv_hops=0
+while [ ! -f "${sqenv_self%/*}/../launcher" ] && [ ! -f "${sqenv_self%/*}/sqenv.json" ]; do
+    # Not in an install: follow one symlink level and try again.
+    [ -L "$sqenv_self" ] || sqenv_die "$0 is not inside a sqenv install"
+    sqenv_hops=$((sqenv_hops + 1))
+    [ "$sqenv_hops" -lt 40 ] || sqenv_die "too many symlinks at $0"
+    sqenv_link=$(readlink -- "$sqenv_self") || sqenv_die "cannot read the link $sqenv_self"
+    case $sqenv_link in
+        /*) sqenv_self=$sqenv_link ;;
+        *) sqenv_self=${sqenv_self%/*}/$sqenv_link ;;
+    esac
+done
+sqenv_name=${sqenv_self##*/}
+if [ "$sqenv_name" = launcher ] && [ -f "${sqenv_self%/*}/sqenv.json" ]; then
+    SQENV_PREFIX=${sqenv_self%/*}
+    [ "$#" -gt 0 ] || set -- "${SHELL:-/bin/sh}"
+    sqenv_prog=$1
+    shift
+    sqenv_argv0=$sqenv_prog
+    PATH=$SQENV_PREFIX/bin:$PATH
+    export PATH
+else
+    sqenv_bin=${sqenv_self%/*}
+    SQENV_PREFIX=${sqenv_bin%/*}
+    sqenv_prog=$SQENV_PREFIX/bin/$sqenv_name
+    # A venv made on top keeps its own argv[0] so Python finds its pyvenv.cfg;
+    # any other alias runs as the install's own program.
+    [ -f "${sqenv_argv0%/*}/../pyvenv.cfg" ] || sqenv_argv0=$sqenv_prog
+fi
+export SQENV_PREFIX
+
+# --- Engine ------------------------------------------------------------------
+sqenv_engine=${SQENV_ENGINE:-$SQENV_DEFAULT_ENGINE}
+if [ "$sqenv_engine" = auto ]; then
+    if sqenv_embedded_usable; then
+        sqenv_engine=embedded
+    elif command -v apptainer >/dev/null 2>&1; then
+        sqenv_engine=apptainer
+    elif command -v singularity >/dev/null 2>&1; then
+        sqenv_engine=singularity
+    else
+        sqenv_die "no engine can run this environment here: user namespaces or /dev/fuse are unavailable and neither apptainer nor singularity is on PATH" \
+            "run \`sqenv doctor\` for what is missing and how to fix it"
+    fi
+fi
+case $sqenv_engine in
+    embedded) sqenv_embedded_exec "$@" ;;
+    apptainer | singularity) sqenv_apptainer_exec "$@" ;;
+    *) sqenv_die "unknown engine \`$sqenv_engine\` (SQENV_ENGINE)" "use one of: auto, embedded, apptainer, singularity" ;;
+esac

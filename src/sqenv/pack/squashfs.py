@@ -1,0 +1,107 @@
+"""mksquashfs, run once over the staged tree.
+
+zstd level 3 is the default: measured here it packs a 295 MB venv in 1.4 s to
+90 MB, where zstd's own default (15) takes 14 s and gzip 15 s for a few
+percent less. Files are stored as root-owned, so no builder's uid leaks into
+shared installs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqenv.errors import PackError
+from sqenv.launch import IMAGE_MARKER
+from sqenv.ui import UI, run
+
+LEVELS = {"zstd": 3, "gzip": 6, "xz": None, "lz4": None}
+
+
+@dataclass(frozen=True)
+class Image:
+    """A finished image file and what it holds."""
+
+    path: Path
+    sha256: str
+    size: int
+    installed_size: int
+    files_inside: int
+
+    @property
+    def id(self) -> str:
+        return self.sha256[:16]
+
+
+def tree_stats(root: Path) -> tuple[int, int]:
+    """Bytes and number of entries (files, dirs, links) under root."""
+    size = count = 0
+    for _dirpath, dirnames, filenames in os.walk(root):
+        count += len(dirnames) + len(filenames)
+        for name in filenames:
+            try:
+                size += os.lstat(os.path.join(_dirpath, name)).st_size
+            except OSError:
+                pass
+    return size, count
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pack(
+    ui: UI,
+    staging: Path,
+    output: Path,
+    *,
+    compression: str = "zstd",
+    level: int | None = None,
+    jobs: int | None = None,
+    log: Path,
+) -> Image:
+    """Write the image of `staging` to `output` (which must not exist)."""
+    (staging / IMAGE_MARKER).write_text(uuid.uuid4().hex + "\n")
+    installed, count = tree_stats(staging)
+    argv = [
+        "mksquashfs",
+        str(staging),
+        str(output),
+        "-noappend",
+        "-all-root",
+        "-comp",
+        compression,
+        "-processors",
+        str(jobs or os.cpu_count() or 1),
+    ]
+    level = level if level is not None else LEVELS.get(compression)
+    if level is not None:
+        argv += ["-Xcompression-level", str(level)]
+    argv += ["-no-progress"] if ui.level < 2 else []
+    with ui.phase(f"Packing {count:,} files ({installed / 1e6:,.0f} MB) into one {compression} image"):
+        try:
+            run(
+                ui,
+                argv,
+                log=log,
+                error=PackError,
+                what="mksquashfs",
+                hint="if the disk is full, free space in the install's file system",
+            )
+        except PackError as err:
+            if "No space left" in (err.details or "") or "No space left" in log.read_text(errors="replace"):
+                raise PackError(
+                    f"no space left to write the image next to `{output.parent}`",
+                    "free space on that file system, then retry",
+                ) from None
+            raise
+    return Image(
+        path=output, sha256=sha256_of(output), size=output.stat().st_size, installed_size=installed, files_inside=count
+    )

@@ -1,0 +1,114 @@
+"""The stages in order: spec → build → pack → publish (→ launch, at run time).
+
+`create` is the library entry the CLI calls (and tests may call directly).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqenv import __version__
+from sqenv.build import BuildContext, BuildResult, build
+from sqenv.errors import ToolMissing
+from sqenv.launch import MOUNT_PATH
+from sqenv.launch.helper import enter_binary
+from sqenv.pack import Image, pack
+from sqenv.publish import launchers, metadata
+from sqenv.publish.layout import Install, image_name
+from sqenv.publish.publisher import Publisher
+from sqenv.spec import BuildSpec
+from sqenv.ui import UI
+from sqenv.workdir import workdir
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_tools() -> None:
+    if not shutil.which("mksquashfs"):
+        raise ToolMissing(
+            "`mksquashfs` is not installed", "run `sqenv doctor` (Debian: `apt-get install squashfs-tools`)"
+        )
+
+
+def version_record(
+    number: int,
+    spec: BuildSpec,
+    result: BuildResult,
+    images: list[Image],
+    layers: list[str],
+    programs: list[str],
+    change: str,
+) -> dict:
+    return {
+        "number": number,
+        "created": now(),
+        "change": change,
+        "sqenv_version": __version__,
+        "layers": layers,
+        "images": [
+            {
+                "file": name,
+                "sha256": img.sha256,
+                "size": img.size,
+                "installed_size": img.installed_size,
+                "files_inside": img.files_inside,
+            }
+            for name, img in zip(layers[-len(images) :], images, strict=True)
+        ],
+        "inputs": spec.inputs(),
+        "python": result.python,
+        "packages": [{k: v for k, v in vars(p).items() if v is not None} for p in result.packages],
+        "programs": programs,
+        "activate": result.activate,
+        **result.extra,
+    }
+
+
+def create(spec: BuildSpec, ui: UI) -> Install:
+    """Build, pack and publish a new install at spec.prefix."""
+    check_tools()
+    publisher = Publisher(spec.prefix, spec.force)
+    enter = enter_binary()
+    with workdir(spec.build_dir) as work, publisher as out:
+        staging = work / "root"
+        staging.mkdir()
+        ctx = BuildContext(spec=spec, staging=staging, workdir=work, enter=enter, ui=ui, cwd=Path.cwd())
+        result = build(ctx)
+        names = launchers.programs(staging)
+        tmp_image = out / ".image.sqfs"
+        image = pack(
+            ui,
+            staging,
+            tmp_image,
+            compression=spec.compression,
+            level=spec.compression_level,
+            jobs=spec.jobs,
+            log=ctx.log,
+        )
+        layer = image_name(1, image.id)
+        os.replace(tmp_image, out / layer)
+        install = Install(out)
+        shutil.copy2(enter, install.enter)
+        install.enter.chmod(launchers.exec_mode())
+        launchers.write(install, [layer], names, activate=result.activate)
+        data = {
+            "format": metadata.FORMAT,
+            "kind": spec.kind,
+            "mount_path": MOUNT_PATH,
+            "created": now(),
+            "current": 1,
+            "keep": 3,
+            "versions": [version_record(1, spec, result, [image], [layer], names, "create")],
+        }
+        metadata.save(install.metadata, data, mode=0o666 & launchers.exec_mode())
+        publisher.commit()
+    ui.info(
+        f"Installed {len(result.packages)} packages into {spec.prefix} "
+        f"({image.size / 1e6:,.0f} MB image, {len(names)} programs)"
+    )
+    return Install(spec.prefix.absolute())

@@ -1,0 +1,1 @@
+"""Publish: put an image, its launchers and metadata into the prefix, atomically."""

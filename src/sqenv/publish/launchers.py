@@ -1,0 +1,86 @@
+"""Write the launcher and one `bin/` entry per program.
+
+The launcher is assembled from shipped sh files: the values of this version,
+the engines, then the shared body. It is one file, replaced atomically, so
+switching versions (update, rollback) is one rename.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+from pathlib import Path
+
+from sqenv import __version__
+from sqenv.engines import ENGINES, engine_script
+from sqenv.launch import MOUNT_PATH, template
+from sqenv.publish.layout import Install
+
+_NOT_PROGRAMS = ("activate", "deactivate", "pydoc.bat")
+
+
+def render(layers: list[str], *, activate: bool, engine: str = "auto", extra: dict[str, str] | None = None) -> str:
+    values = {
+        "SQENV_LAYERS": " ".join(layers),
+        "SQENV_MOUNT_PATH": MOUNT_PATH,
+        "SQENV_ACTIVATE": "1" if activate else "0",
+        "SQENV_DEFAULT_ENGINE": engine,
+        **(extra or {}),
+    }
+    head = [
+        "#!/bin/sh",
+        f"# Launcher written by sqenv {__version__}. `sqenv update` and `sqenv rollback` replace it.",
+        *(f"{key}={shlex.quote(value)}" for key, value in values.items()),
+        "SQENV_IDLE=${SQENV_IDLE_TIMEOUT:-60}",
+        "SQENV_RUNTIME=${SQENV_RUNTIME_DIR:-}",
+        "",
+    ]
+    parts = ["\n".join(head)]
+    parts += [engine_script(name) for name in ENGINES]
+    parts.append(template("launcher.sh"))
+    return "\n".join(parts)
+
+
+def programs(root: Path) -> list[str]:
+    """Names in the environment's bin/ that users run: executables, not activation scripts."""
+    found = []
+    bindir = root / "bin"
+    if not bindir.is_dir():
+        return found
+    for entry in sorted(bindir.iterdir()):
+        name = entry.name
+        if name.startswith(_NOT_PROGRAMS) or name.startswith("."):
+            continue
+        try:
+            mode = entry.stat().st_mode if not entry.is_symlink() else entry.lstat().st_mode
+        except OSError:
+            continue
+        if entry.is_symlink() or (stat.S_ISREG(mode) and mode & 0o111):
+            found.append(name)
+    return found
+
+
+def exec_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+def write(
+    install: Install, layers: list[str], names: list[str], *, activate: bool, extra: dict[str, str] | None = None
+) -> None:
+    """Write the launcher atomically, then add missing bin/ entries and drop stale ones."""
+    tmp = install.launcher.with_name(".launcher.new")
+    tmp.write_text(render(layers, activate=activate, extra=extra))
+    tmp.chmod(exec_mode())
+    os.replace(tmp, install.launcher)
+    install.bin.mkdir(exist_ok=True)
+    wanted = set(names)
+    for entry in install.bin.iterdir():
+        if entry.name not in wanted and entry.is_symlink():
+            entry.unlink()
+    for name in names:
+        link = install.bin / name
+        if not link.is_symlink():
+            link.symlink_to("../launcher")

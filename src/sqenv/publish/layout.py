@@ -1,0 +1,59 @@
+"""Where things live in an install prefix.
+
+    PREFIX/bin/NAME        one symlink per program, all to ../launcher
+    PREFIX/launcher        the POSIX sh launcher (names the current image)
+    PREFIX/sqenv-enter     the namespace helper
+    PREFIX/sqenv.json      metadata: inputs, lock, history
+    PREFIX/vN-ID.sqfs      the image (one per version kept, layers for updates)
+
+That is programs + 5 entries on the parallel file system, whatever the
+environment holds inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqenv.errors import PrefixError
+
+
+@dataclass(frozen=True)
+class Install:
+    prefix: Path
+
+    @property
+    def bin(self) -> Path:
+        return self.prefix / "bin"
+
+    @property
+    def launcher(self) -> Path:
+        return self.prefix / "launcher"
+
+    @property
+    def enter(self) -> Path:
+        return self.prefix / "sqenv-enter"
+
+    @property
+    def metadata(self) -> Path:
+        return self.prefix / "sqenv.json"
+
+    def image(self, name: str) -> Path:
+        return self.prefix / name
+
+    def exists(self) -> bool:
+        return self.metadata.is_file() and self.launcher.is_file()
+
+    @classmethod
+    def open(cls, prefix: Path) -> Install:
+        """An existing install, or a clear error naming what is there instead."""
+        install = cls(prefix.absolute())
+        if not prefix.exists():
+            raise PrefixError(f"`{prefix}` does not exist", "create it with `sqenv create PREFIX ...`")
+        if not install.exists():
+            raise PrefixError(f"`{prefix}` is not a sqenv install (no sqenv.json and launcher)")
+        return install
+
+
+def image_name(number: int, image_id: str) -> str:
+    return f"v{number}-{image_id}.sqfs"

@@ -1,0 +1,90 @@
+"""Spec: what the user asked for, checked before anything is built.
+
+The whole plan (`BuildSpec`) is made from the command line and the input files
+first, so bad input fails in a second with nothing created, and the plan is
+recorded in the install's metadata as the build's inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Kind = Literal["pip", "conda", "wrap"]
+COMPRESSIONS = ("zstd", "gzip", "xz", "lz4")
+
+
+@dataclass(frozen=True)
+class PipInputs:
+    """A venv on a base interpreter, filled by uv."""
+
+    requirement_files: tuple[Path, ...] = ()
+    packages: tuple[str, ...] = ()
+    python: str | None = None
+    system_site_packages: bool = False
+
+
+@dataclass(frozen=True)
+class CondaInputs:
+    """A conda environment solved and installed by py-rattler."""
+
+    environment_file: Path | None = None
+    explicit_file: Path | None = None
+    lock_from: Path | None = None
+    specs: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    pip_requirements: tuple[str, ...] = ()
+    pip_requirement_files: tuple[Path, ...] = ()
+    variables: tuple[tuple[str, str], ...] = ()
+    channel_alias: str | None = None
+    offline: bool = False
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class WrapInputs:
+    """An existing directory tree (or container) to pack as it is."""
+
+    source: Path | None = None
+    wrapper_paths: tuple[str, ...] = ()
+    mask: bool = False
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything one build needs; frozen so stages cannot change the plan."""
+
+    prefix: Path
+    kind: Kind
+    pip: PipInputs = field(default_factory=PipInputs)
+    conda: CondaInputs = field(default_factory=CondaInputs)
+    wrap: WrapInputs = field(default_factory=WrapInputs)
+    pre_install: Path | None = None
+    post_install: Path | None = None
+    environ_file: Path | None = None
+    compression: str = "zstd"
+    compression_level: int | None = None
+    jobs: int | None = None
+    force: bool = False
+    build_dir: Path | None = None
+
+    def inputs(self) -> dict:
+        """The inputs as JSON-able data, for the metadata and `sqenv history`."""
+
+        def clean(obj: object) -> object:
+            if isinstance(obj, dict):
+                return {k: clean(v) for k, v in obj.items() if v not in (None, (), [], False)}
+            if isinstance(obj, (list, tuple)):
+                return [clean(v) for v in obj]
+            if isinstance(obj, Path):
+                return str(obj)
+            return obj
+
+        data = asdict(self)
+        for key in ("prefix", "force", "build_dir"):
+            data.pop(key)
+        for other in ("pip", "conda", "wrap"):
+            if other != self.kind:
+                data.pop(other)
+        return clean(data)

@@ -1,0 +1,547 @@
+#!/usr/bin/env bash
+# Real Slurm for sqenv's tests, on this one machine (Debian 12, run as root).
+#
+#   tests/infra/slurm.sh start    bring up munge, slurmctld, a slurmd for this host
+#                                 (partition "debug", default) and, if possible, two
+#                                 more nodes node1,node2 in network namespaces on a
+#                                 private bridge (partition "multi"); idempotent
+#   tests/infra/slurm.sh stop     cancel jobs, stop the Slurm daemons (and munged if
+#                                 this script started it), remove the namespaces
+#   tests/infra/slurm.sh status   print what runs; exit 0 when the cluster answers
+#
+# Each extra node has its own tmpfs /tmp (node-local); every other path is shared,
+# like a parallel file system. The namespaces talk only to the bridge address.
+# When the extra nodes cannot be had, the single node still comes up and the reason
+# is printed and written to /run/sqenv-slurm/multi-unavailable.
+#
+# Environment: SQENV_SLURM_TIMEOUT (seconds to wait for idle nodes, default 60).
+set -euo pipefail
+
+readonly RUN_DIR=/run/sqenv-slurm
+readonly LOG_DIR=$RUN_DIR/log
+readonly SPOOL_DIR=/var/spool/sqenv-slurm
+readonly CONF=/etc/slurm/slurm.conf
+readonly MULTI_FILE=$RUN_DIR/multi-unavailable
+readonly MUNGE_MARK=$RUN_DIR/munged-started-here
+readonly MARKER="# sqenv-test-slurm: written by tests/infra/slurm.sh"
+readonly HOSTS_TAG="# sqenv-test-slurm"
+# The project's own private /24, on a bridge this script creates. The namespaces get
+# no default route: nothing is sent anywhere but to these addresses.
+readonly BRIDGE=sqenvbr0
+readonly NET_PREFIX=10.213.77
+readonly BRIDGE_IP=$NET_PREFIX.1
+readonly EXTRA_NODES=(node1 node2)
+readonly LOCAL_CPUS=2
+TIMEOUT=${SQENV_SLURM_TIMEOUT:-60}
+LOCAL_NODE=$(hostname -s)
+readonly LOCAL_NODE
+
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[slurm.sh] %s\n' "$*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+node_ip() { # node1 -> 10.213.77.11
+    printf '%s.%d' "$NET_PREFIX" $((10 + ${1#node}))
+}
+
+# ---------------------------------------------------------------- processes
+# pid_alive PIDFILE COMM: the pid in PIDFILE runs a process named COMM
+pid_alive() {
+    local pid
+    [[ -r $1 ]] || return 1
+    pid=$(<"$1") || return 1
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    [[ -r /proc/$pid/comm && $(<"/proc/$pid/comm") == "$2" ]]
+}
+
+ctld_alive() { pid_alive "$RUN_DIR/slurmctld.pid" slurmctld; }
+slurmd_alive() { pid_alive "$RUN_DIR/slurmd-$1.pid" slurmd; }
+
+# kill_pidfile PIDFILE COMM: TERM, then KILL after 10 s; only that one process
+kill_pidfile() {
+    local pid i
+    pid_alive "$1" "$2" || {
+        rm -f "$1"
+        return 0
+    }
+    pid=$(<"$1")
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        pid_alive "$1" "$2" || break
+        sleep 0.1
+    done
+    if pid_alive "$1" "$2"; then
+        log "$2 ($pid) ignored SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.2
+    fi
+    rm -f "$1"
+}
+
+any_slurm_daemon_alive() {
+    local f
+    ctld_alive && return 0
+    for f in "$RUN_DIR"/slurmd-*.pid; do
+        [[ -e $f ]] || continue
+        pid_alive "$f" slurmd && return 0
+    done
+    return 1
+}
+
+cancel_all_jobs() {
+    local jobs
+    ctld_alive || return 0
+    jobs=$(timeout 10 squeue -h -o %A 2>/dev/null) || return 0
+    [[ -n $jobs ]] || return 0
+    log "cancelling jobs: $(echo "$jobs" | tr '\n' ' ')"
+    # shellcheck disable=SC2086 # one job id per word
+    timeout 10 scancel $jobs 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ -z $(timeout 10 squeue -h -o %A 2>/dev/null) ]] && break
+        sleep 0.1
+    done
+}
+
+stop_slurmds() { # stop_slurmds NODE...
+    local n
+    for n in "$@"; do
+        kill_pidfile "$RUN_DIR/slurmd-$n.pid" slurmd
+    done
+}
+
+stop_slurm_daemons() {
+    local f n
+    cancel_all_jobs
+    for f in "$RUN_DIR"/slurmd-*.pid; do
+        [[ -e $f ]] || continue
+        n=${f##*/slurmd-}
+        stop_slurmds "${n%.pid}"
+    done
+    kill_pidfile "$RUN_DIR/slurmctld.pid" slurmctld
+}
+
+# ---------------------------------------------------------------- packages
+ensure_packages() {
+    local pkgs=()
+    command -v slurmctld >/dev/null || pkgs+=(slurm-wlm)
+    command -v munged >/dev/null || pkgs+=(munge)
+    command -v ip >/dev/null || pkgs+=(iproute2)
+    command -v nsenter >/dev/null || pkgs+=(util-linux)
+    ((${#pkgs[@]})) || return 0
+    [[ " ${pkgs[*]} " == *" slurm-wlm "* ]] && pkgs+=(munge)
+    log "installing ${pkgs[*]}"
+    if ! apt-get install -y -q "${pkgs[@]}" </dev/null >"$LOG_DIR/apt.log" 2>&1; then
+        log "apt-get install failed; running apt-get update and retrying"
+        apt-get update -q </dev/null >>"$LOG_DIR/apt.log" 2>&1 || true
+        apt-get install -y -q "${pkgs[@]}" </dev/null >>"$LOG_DIR/apt.log" 2>&1 ||
+            {
+                tail -n 20 "$LOG_DIR/apt.log" >&2
+                die "could not install ${pkgs[*]}"
+            }
+    fi
+    command -v slurmctld >/dev/null || die "slurmctld still missing after apt-get install"
+}
+
+# ---------------------------------------------------------------- munge
+munge_works() { munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; }
+
+# Sets MUNGE_STARTED=1 when munged had to be started.
+MUNGE_STARTED=0
+ensure_munge() {
+    local i
+    if munge_works; then return 0; fi
+    log "starting munged"
+    mkdir -p /run/munge /var/log/munge /var/lib/munge /etc/munge
+    if [[ ! -s /etc/munge/munge.key ]]; then
+        log "creating /etc/munge/munge.key"
+        dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+    fi
+    chown -R munge:munge /run/munge /var/log/munge /var/lib/munge /etc/munge
+    chmod 0700 /etc/munge /var/log/munge
+    chmod 0400 /etc/munge/munge.key
+    chmod 0755 /run/munge
+    # munged refuses to run as root; a stale pid file or socket from a dead one blocks it
+    if [[ -e /run/munge/munged.pid ]] && ! pid_alive /run/munge/munged.pid munged; then
+        rm -f /run/munge/munged.pid /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock
+    fi
+    runuser -u munge -- /usr/sbin/munged </dev/null >>"$LOG_DIR/munged.start.log" 2>&1 ||
+        {
+            cat "$LOG_DIR/munged.start.log" >&2
+            tail -n 20 /var/log/munge/munged.log >&2 2>/dev/null || true
+            die "munged did not start"
+        }
+    for ((i = 0; i < 50; i++)); do
+        munge_works && break
+        sleep 0.1
+    done
+    munge_works || die "munged started but munge -n | unmunge fails"
+    touch "$MUNGE_MARK"
+    MUNGE_STARTED=1
+}
+
+# ---------------------------------------------------------------- network
+# net CMD...: run a network set-up command; on failure print why (for the reason)
+net() {
+    if ! "$@" >>"$LOG_DIR/net.log" 2>&1; then
+        echo "could not set up the test network ('$*' failed: $(tail -n 1 "$LOG_DIR/net.log"))"
+        return 1
+    fi
+}
+
+# setup_net: bridge + one namespace per extra node. Prints a reason and returns 1
+# when it cannot be done.
+setup_net() {
+    local n ip host_if conflict
+    command -v ip >/dev/null || {
+        echo "the 'ip' command (iproute2) is missing"
+        return 1
+    }
+    conflict=$(ip -4 route show 2>/dev/null | grep -F "$NET_PREFIX." | grep -vF "dev $BRIDGE" || true)
+    if [[ -n $conflict ]]; then
+        echo "the private subnet $NET_PREFIX.0/24 is already routed on this machine: $conflict"
+        return 1
+    fi
+    : >"$LOG_DIR/net.log"
+    if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+        net ip link add "$BRIDGE" type bridge || return 1
+    fi
+    net ip addr replace "$BRIDGE_IP/24" dev "$BRIDGE" || return 1
+    net ip link set "$BRIDGE" up || return 1
+    for n in "${EXTRA_NODES[@]}"; do
+        ip=$(node_ip "$n")
+        host_if=sqv-$n
+        if [[ ! -e /run/netns/$n ]]; then
+            net ip netns add "$n" || return 1
+        fi
+        if ! ip -n "$n" link show eth0 >/dev/null 2>&1; then
+            ip link del "$host_if" >/dev/null 2>&1 || true
+            net ip link add "$host_if" type veth peer name eth0 netns "$n" || return 1
+        fi
+        net ip link set "$host_if" master "$BRIDGE" || return 1
+        net ip link set "$host_if" up || return 1
+        net ip -n "$n" link set lo up || return 1
+        net ip -n "$n" addr replace "$ip/24" dev eth0 || return 1
+        net ip -n "$n" link set eth0 up || return 1
+    done
+    ensure_hosts_entries
+}
+
+ensure_hosts_entries() {
+    local n line
+    for n in "${EXTRA_NODES[@]}"; do
+        line="$(node_ip "$n") $n $HOSTS_TAG"
+        grep -qxF "$line" /etc/hosts || echo "$line" >>/etc/hosts
+    done
+}
+
+remove_hosts_entries() {
+    local kept
+    grep -qF "$HOSTS_TAG" /etc/hosts 2>/dev/null || return 0
+    kept=$(grep -vF "$HOSTS_TAG" /etc/hosts || true)
+    # rewrite in place (keeps a bind-mounted /etc/hosts working)
+    printf '%s\n' "$kept" >/etc/hosts
+}
+
+teardown_net() {
+    local n
+    for n in "${EXTRA_NODES[@]}"; do
+        [[ -e /run/netns/$n ]] && ip netns del "$n" 2>/dev/null
+        ip link del "sqv-$n" 2>/dev/null || true
+    done
+    ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE" 2>/dev/null
+    remove_hosts_entries
+    return 0
+}
+
+# ---------------------------------------------------------------- config
+mem_mb() { awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo; }
+
+# render_conf MULTI(0|1)
+render_conf() {
+    local multi=$1 total local_mem node_mem ctld_addr n
+    total=$(mem_mb)
+    local_mem=$((total / 4))
+    ((local_mem > 8000)) && local_mem=8000
+    node_mem=$((total / 8))
+    ((node_mem > 4000)) && node_mem=4000
+    ctld_addr=127.0.0.1
+    ((multi)) && ctld_addr=$BRIDGE_IP
+    cat <<EOF
+$MARKER
+# Regenerated by every 'slurm.sh start'; edits are lost.
+ClusterName=sqenv
+SlurmctldHost=$LOCAL_NODE($ctld_addr)
+AuthType=auth/munge
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=6817
+SlurmdPort=6818
+StateSaveLocation=$SPOOL_DIR/ctld
+SlurmdSpoolDir=$SPOOL_DIR/slurmd-%n
+SlurmctldPidFile=$RUN_DIR/slurmctld.pid
+SlurmdPidFile=$RUN_DIR/slurmd-%n.pid
+SlurmctldLogFile=$LOG_DIR/slurmctld.log
+SlurmdLogFile=$LOG_DIR/slurmd-%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+SlurmdParameters=config_overrides
+ReturnToService=2
+KillWait=5
+MinJobAge=300
+InactiveLimit=0
+MessageTimeout=20
+SlurmdTimeout=120
+SlurmctldTimeout=120
+NodeName=$LOCAL_NODE NodeAddr=127.0.0.1 CPUs=$LOCAL_CPUS RealMemory=$local_mem State=UNKNOWN
+PartitionName=debug Nodes=$LOCAL_NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES AllowGroups=ALL
+EOF
+    if ((multi)); then
+        for n in "${EXTRA_NODES[@]}"; do
+            echo "NodeName=$n NodeAddr=$(node_ip "$n") CPUs=2 RealMemory=$node_mem State=UNKNOWN"
+        done
+        local IFS=,
+        echo "PartitionName=multi Nodes=${EXTRA_NODES[*]} MaxTime=INFINITE State=UP OverSubscribe=YES AllowGroups=ALL"
+    fi
+}
+
+# write_conf MULTI: returns 0 when the file changed, 1 when it was already so
+write_conf() {
+    local want
+    want=$(render_conf "$1")
+    if [[ -f $CONF ]] && [[ $(<"$CONF") == "$want" ]]; then
+        return 1
+    fi
+    mkdir -p "${CONF%/*}"
+    if [[ -f $CONF ]] && ! grep -qxF "$MARKER" "$CONF" && [[ ! -e $CONF.sqenv-orig ]]; then
+        log "keeping the previous $CONF as $CONF.sqenv-orig"
+        cp -p "$CONF" "$CONF.sqenv-orig"
+    fi
+    printf '%s\n' "$want" >"$CONF.tmp"
+    chmod 0644 "$CONF.tmp"
+    mv -f "$CONF.tmp" "$CONF"
+    return 0
+}
+
+conf_has_multi() { [[ -f $CONF ]] && grep -q '^PartitionName=multi ' "$CONF"; }
+
+# ---------------------------------------------------------------- daemons
+start_ctld() {
+    log "starting slurmctld"
+    rm -rf "${SPOOL_DIR:?}/ctld"
+    mkdir -p "$SPOOL_DIR/ctld"
+    slurmctld </dev/null >>"$LOG_DIR/slurmctld.start.log" 2>&1 || {
+        cat "$LOG_DIR/slurmctld.start.log" >&2
+        diagnostics
+        die "slurmctld did not start"
+    }
+}
+
+start_local_slurmd() {
+    log "starting slurmd $LOCAL_NODE"
+    rm -rf "${SPOOL_DIR:?}/slurmd-$LOCAL_NODE"
+    mkdir -p "$SPOOL_DIR/slurmd-$LOCAL_NODE"
+    slurmd -N "$LOCAL_NODE" </dev/null >>"$LOG_DIR/slurmd.start.log" 2>&1 || {
+        cat "$LOG_DIR/slurmd.start.log" >&2
+        diagnostics
+        die "slurmd $LOCAL_NODE did not start"
+    }
+}
+
+# start_ns_slurmd NODE: slurmd in the node's network namespace and a private mount
+# namespace whose /tmp is a fresh tmpfs. Not 'ip netns exec': that remounts /sys.
+start_ns_slurmd() {
+    local n=$1
+    log "starting slurmd $n (netns $n, own /tmp)"
+    rm -rf "${SPOOL_DIR:?}/slurmd-$n"
+    mkdir -p "$SPOOL_DIR/slurmd-$n"
+    # shellcheck disable=SC2016 # $1 is expanded by the inner sh
+    nsenter --net="/run/netns/$n" unshare -m --propagation private \
+        sh -c 'mount -t tmpfs -o mode=1777,size=1g tmpfs /tmp && exec slurmd -N "$1"' sh "$n" \
+        </dev/null >>"$LOG_DIR/slurmd-$n.start.log" 2>&1
+}
+
+# node_states: "NODE STATE" lines from sinfo
+node_states() { timeout 10 sinfo -h -N -o '%N %t' 2>/dev/null | sort -u; }
+
+# wait_nodes DEADLINE NODE...: until each node is up (idle/mix/alloc/comp) in sinfo
+wait_nodes() {
+    local deadline=$1 n st ok states
+    shift
+    while :; do
+        states=$(node_states || true)
+        ok=1
+        for n in "$@"; do
+            st=$(awk -v n="$n" '$1 == n {print $2}' <<<"$states" | head -n 1)
+            case $st in
+            idle | mix | alloc | comp) ;;
+            *) ok=0 ;;
+            esac
+        done
+        ((ok)) && return 0
+        ((SECONDS >= deadline)) && return 1
+        sleep 0.3
+    done
+}
+
+diagnostics() {
+    local f
+    {
+        echo "==== diagnostics ($(date -Is))"
+        echo "---- sinfo"
+        timeout 10 sinfo -N -l 2>&1 || true
+        echo "---- sinfo -R"
+        timeout 10 sinfo -R 2>&1 || true
+        echo "---- scontrol show nodes"
+        timeout 10 scontrol show nodes 2>&1 | grep -E 'NodeName|State=|Reason=' || true
+        for f in "$LOG_DIR"/*.log /var/log/munge/munged.log; do
+            [[ -s $f ]] || continue
+            echo "---- tail $f"
+            tail -n 25 "$f"
+        done
+    } >&2
+}
+
+# ---------------------------------------------------------------- commands
+cmd_start() {
+    local t0=$SECONDS want_multi reason="" changed=0 n deadline
+    [[ $(id -u) -eq 0 ]] || die "must run as root"
+    mkdir -p "$RUN_DIR" "$LOG_DIR" "$SPOOL_DIR"
+    ensure_packages
+    ensure_munge
+    if ((MUNGE_STARTED)) && any_slurm_daemon_alive; then
+        log "munged was (re)started: restarting the Slurm daemons"
+        stop_slurm_daemons
+    fi
+
+    want_multi=1
+    if ctld_alive && [[ -f $MULTI_FILE ]] && ! conf_has_multi; then
+        # decided already while this cluster has been up ('stop' then 'start' retries)
+        want_multi=0
+        reason=$(<"$MULTI_FILE")
+    fi
+    if ((want_multi)); then
+        if ! reason=$(setup_net); then
+            want_multi=0
+        fi
+    fi
+
+    write_conf "$want_multi" && changed=1
+    if ((changed)) && any_slurm_daemon_alive; then
+        log "slurm.conf changed: restarting the Slurm daemons"
+        stop_slurm_daemons
+    fi
+    if ! ctld_alive; then
+        stop_slurm_daemons # no slurmd outlives its controller here: clean start
+        start_ctld
+    fi
+    slurmd_alive "$LOCAL_NODE" || start_local_slurmd
+    if ((want_multi)); then
+        for n in "${EXTRA_NODES[@]}"; do
+            slurmd_alive "$n" || start_ns_slurmd "$n" || true
+        done
+    fi
+
+    deadline=$((SECONDS + TIMEOUT))
+    if ! wait_nodes "$deadline" "$LOCAL_NODE"; then
+        diagnostics
+        die "node $LOCAL_NODE not idle within ${TIMEOUT}s"
+    fi
+
+    if ((want_multi)); then
+        ((deadline < SECONDS + 20)) && deadline=$((SECONDS + 20))
+        if ! wait_nodes "$deadline" "${EXTRA_NODES[@]}"; then
+            reason="nodes ${EXTRA_NODES[*]} did not become idle: $(node_states | tr '\n' ' ')"
+            for n in "${EXTRA_NODES[@]}"; do
+                if [[ -s $LOG_DIR/slurmd-$n.log ]]; then
+                    reason+="; $n log: $(grep -iE 'error|fatal' "$LOG_DIR/slurmd-$n.log" | tail -n 2 | tr '\n' ' ')"
+                fi
+                if [[ -s $LOG_DIR/slurmd-$n.start.log ]]; then
+                    reason+="; $n start: $(tail -n 2 "$LOG_DIR/slurmd-$n.start.log" | tr '\n' ' ')"
+                fi
+            done
+            want_multi=0
+            log "multi-node failed; falling back to the single node"
+            stop_slurm_daemons
+            teardown_net
+            write_conf 0 || true
+            start_ctld
+            start_local_slurmd
+            if ! wait_nodes $((SECONDS + TIMEOUT)) "$LOCAL_NODE"; then
+                diagnostics
+                die "node $LOCAL_NODE not idle within ${TIMEOUT}s"
+            fi
+        fi
+    fi
+
+    if ((want_multi)); then
+        rm -f "$MULTI_FILE"
+        log "multi-node: partition multi = ${EXTRA_NODES[*]}"
+    else
+        printf '%s\n' "$reason" >"$MULTI_FILE"
+        log "multi-node unavailable: $reason"
+    fi
+    log "ready in $((SECONDS - t0))s: $(node_states | tr '\n' ' ')"
+}
+
+cmd_stop() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root"
+    stop_slurm_daemons
+    teardown_net
+    if [[ -e $MUNGE_MARK ]]; then
+        kill_pidfile /run/munge/munged.pid munged
+        rm -f "$MUNGE_MARK"
+    fi
+    rm -f "$MULTI_FILE"
+    log "stopped"
+}
+
+cmd_status() {
+    local n rc=0
+    if ctld_alive; then echo "slurmctld: running"; else
+        echo "slurmctld: not running"
+        rc=1
+    fi
+    if slurmd_alive "$LOCAL_NODE"; then echo "slurmd $LOCAL_NODE: running"; else
+        echo "slurmd $LOCAL_NODE: not running"
+        rc=1
+    fi
+    for n in "${EXTRA_NODES[@]}"; do
+        if slurmd_alive "$n"; then echo "slurmd $n: running"; fi
+    done
+    if munge_works; then echo "munge: ok"; else echo "munge: not working"; fi
+    if [[ -f $MULTI_FILE ]]; then
+        echo "multi-node: unavailable: $(<"$MULTI_FILE")"
+    elif conf_has_multi; then
+        echo "multi-node: available (partition multi)"
+    fi
+    if ((rc == 0)); then
+        timeout 10 sinfo -N || rc=1
+    fi
+    return "$rc"
+}
+
+case ${1:-} in
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+*)
+    echo "usage: $0 start|stop|status" >&2
+    exit 2
+    ;;
+esac
