@@ -14,7 +14,9 @@
 # When the extra nodes cannot be had, the single node still comes up and the reason
 # is printed and written to /run/sqenv-slurm/multi-unavailable.
 #
-# Environment: SQENV_SLURM_TIMEOUT (seconds to wait for idle nodes, default 60).
+# Environment: SQENV_SLURM_TIMEOUT (seconds to wait for idle nodes, default 60);
+# SQENV_SLURM_NO_MULTI=1 (single node only). Once the extra nodes were found
+# unavailable, later 'start's keep the single node until a 'stop'.
 set -euo pipefail
 
 readonly RUN_DIR=/run/sqenv-slurm
@@ -52,11 +54,14 @@ node_ip() { # node1 -> 10.213.77.11
 # ---------------------------------------------------------------- processes
 # pid_alive PIDFILE COMM: the pid in PIDFILE runs a process named COMM
 pid_alive() {
-    local pid
+    local pid stat
     [[ -r $1 ]] || return 1
     pid=$(<"$1") || return 1
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    [[ -r /proc/$pid/comm && $(<"/proc/$pid/comm") == "$2" ]]
+    [[ -r /proc/$pid/comm && $(<"/proc/$pid/comm") == "$2" ]] || return 1
+    stat=$(<"/proc/$pid/stat") || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != [ZX] ]] # a zombie is dead
 }
 
 ctld_alive() { pid_alive "$RUN_DIR/slurmctld.pid" slurmctld; }
@@ -399,6 +404,20 @@ wait_nodes() {
     done
 }
 
+# node_failure_hint NODE: the last error lines of that node's slurmd logs
+node_failure_hint() {
+    local f hint=""
+    for f in "$LOG_DIR/slurmd-$1.log" "$LOG_DIR/slurmd-$1.start.log"; do
+        [[ -s $f ]] || continue
+        if [[ $f == *.start.log ]]; then
+            hint+="$(tail -n 2 "$f" | tr '\n' ' ')"
+        else
+            hint+="$( (grep -iE 'error|fatal' "$f" || true) | tail -n 2 | tr '\n' ' ')"
+        fi
+    done
+    echo "${hint:-no error logged}"
+}
+
 diagnostics() {
     local f
     {
@@ -435,6 +454,11 @@ cmd_start() {
         want_multi=0
         reason=$(<"$MULTI_FILE")
     fi
+    if ((want_multi)) && [[ -n ${SQENV_SLURM_NO_MULTI:-} ]]; then
+        want_multi=0
+        reason="disabled by SQENV_SLURM_NO_MULTI=$SQENV_SLURM_NO_MULTI"
+        teardown_net
+    fi
     if ((want_multi)); then
         if ! reason=$(setup_net); then
             want_multi=0
@@ -451,9 +475,11 @@ cmd_start() {
         start_ctld
     fi
     slurmd_alive "$LOCAL_NODE" || start_local_slurmd
+    local multi_failed=""
     if ((want_multi)); then
         for n in "${EXTRA_NODES[@]}"; do
-            slurmd_alive "$n" || start_ns_slurmd "$n" || true
+            slurmd_alive "$n" || start_ns_slurmd "$n" ||
+                multi_failed+="slurmd $n did not start: $(node_failure_hint "$n"); "
         done
     fi
 
@@ -465,16 +491,15 @@ cmd_start() {
 
     if ((want_multi)); then
         ((deadline < SECONDS + 20)) && deadline=$((SECONDS + 20))
-        if ! wait_nodes "$deadline" "${EXTRA_NODES[@]}"; then
-            reason="nodes ${EXTRA_NODES[*]} did not become idle: $(node_states | tr '\n' ' ')"
+        if [[ -z $multi_failed ]] && ! wait_nodes "$deadline" "${EXTRA_NODES[@]}"; then
+            multi_failed="nodes ${EXTRA_NODES[*]} did not become idle in time ($(node_states | tr '\n' ' ' || true))"
             for n in "${EXTRA_NODES[@]}"; do
-                if [[ -s $LOG_DIR/slurmd-$n.log ]]; then
-                    reason+="; $n log: $(grep -iE 'error|fatal' "$LOG_DIR/slurmd-$n.log" | tail -n 2 | tr '\n' ' ')"
-                fi
-                if [[ -s $LOG_DIR/slurmd-$n.start.log ]]; then
-                    reason+="; $n start: $(tail -n 2 "$LOG_DIR/slurmd-$n.start.log" | tr '\n' ' ')"
-                fi
+                slurmd_alive "$n" || multi_failed+="; slurmd $n is not running"
+                multi_failed+="; $n: $(node_failure_hint "$n")"
             done
+        fi
+        if [[ -n $multi_failed ]]; then
+            reason=$multi_failed
             want_multi=0
             log "multi-node failed; falling back to the single node"
             stop_slurm_daemons
@@ -496,7 +521,7 @@ cmd_start() {
         printf '%s\n' "$reason" >"$MULTI_FILE"
         log "multi-node unavailable: $reason"
     fi
-    log "ready in $((SECONDS - t0))s: $(node_states | tr '\n' ' ')"
+    log "ready in $((SECONDS - t0))s: $(node_states | tr '\n' ' ' || true)"
 }
 
 cmd_stop() {
@@ -525,7 +550,9 @@ cmd_status() {
         if slurmd_alive "$n"; then echo "slurmd $n: running"; fi
     done
     if munge_works; then echo "munge: ok"; else echo "munge: not working"; fi
-    if [[ -f $MULTI_FILE ]]; then
+    if ((rc)); then
+        :
+    elif [[ -f $MULTI_FILE ]]; then
         echo "multi-node: unavailable: $(<"$MULTI_FILE")"
     elif conf_has_multi; then
         echo "multi-node: available (partition multi)"

@@ -55,7 +55,7 @@ sqenv_mount_cold() {
         rm -f "$sqenv_mnt.status"
         # Its own session: a Ctrl-C or hang-up of this terminal must not
         # unmount an image that other programs are using.
-        setsid -f sh -c 'squashfuse_ll -f -o "timeout=$3" "$1" "$2" 2>"$2.err"
+        setsid -f sh -c 'squashfuse_ll -f -o "ro,timeout=$3" "$1" "$2" 2>"$2.err"
             echo "$?" >"$2.status"
             [ -s "$2.err" ] || rm -f "$2.err" "$2.status"
             rmdir "$2" && rmdir "${2%/*}"' sh "$sqenv_img" "$sqenv_mnt" "$SQENV_IDLE" \

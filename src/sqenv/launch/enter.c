@@ -9,10 +9,13 @@
  * It is not setuid: it uses an unprivileged user namespace mapping the caller
  * to itself, so files keep their owners and the program runs without caps.
  *
- * usage: sqenv-enter [-l LOWER]... [-w] [-p PREFIX] [-C] -- PROG [ARGS...]
- *   -l LOWER   directory to show at the fixed path (several: overlay,
- *              the last one given is the top layer)
+ * usage: sqenv-enter [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]
+ *                    [-a ARGV0] -- PROG [ARGS...]
+ *   -l LOWER   directory to show at the fixed path (several: a read-only
+ *              overlay, the FIRST one given is the top layer)
  *   -w         bind the (single) LOWER read-write (used while building)
+ *   -u UPPER   with -W: a writable overlay of the LOWERs, changes go to
+ *   -W WORK    UPPER (overlayfs' upperdir and workdir; used by updates)
  *   -p PREFIX  also show the environment over PREFIX (may repeat)
  *   -a ARGV0   argv[0] for PROG (default PROG)
  *   PROG       absolute path, or a name looked up in PATH
@@ -29,6 +32,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -84,6 +88,30 @@ static void bind(const char *src, const char *dst, unsigned long extra)
 {
     if (mount(src, dst, NULL, MS_BIND | MS_REC | extra, NULL) != 0)
         die("cannot bind %s on %s", src, dst);
+}
+
+/* Remount a bind read-only, keeping the flags the kernel locked on it
+ * (nosuid, nodev, ... of the FUSE mount): dropping them would be refused. */
+static void make_readonly(const char *path)
+{
+    struct statvfs sv;
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+    if (statvfs(path, &sv) != 0)
+        die("cannot stat %s", path);
+    if (sv.f_flag & ST_NOSUID)
+        flags |= MS_NOSUID;
+    if (sv.f_flag & ST_NODEV)
+        flags |= MS_NODEV;
+    if (sv.f_flag & ST_NOEXEC)
+        flags |= MS_NOEXEC;
+    if (sv.f_flag & ST_NOATIME)
+        flags |= MS_NOATIME;
+    if (sv.f_flag & ST_NODIRATIME)
+        flags |= MS_NODIRATIME;
+    if (sv.f_flag & ST_RELATIME)
+        flags |= MS_RELATIME;
+    if (mount(NULL, path, NULL, flags, NULL) != 0)
+        die("cannot make %s read-only", path);
 }
 
 /*
@@ -149,35 +177,47 @@ static void make_mount_point(const char *path)
         die("cannot create %s", path);
 }
 
-static void mount_layers(char **layers, int n, int writable)
+/* overlayfs lowerdir= option: the top layer first, as given */
+static void overlay_options(char *opts, size_t size, char **layers, int n, const char *upper, const char *work)
 {
-    if (n == 1) {
-        bind(layers[0], SQENV_MOUNT_PATH, 0);
-        if (!writable)
-            mount(NULL, SQENV_MOUNT_PATH, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
-        return;
-    }
-    /* overlayfs lists the top layer first */
-    char opts[8192] = "lowerdir=";
-    size_t len = strlen(opts);
-    for (int i = n - 1; i >= 0; i--) {
-        int w = snprintf(opts + len, sizeof opts - len, "%s%s", layers[i], i ? ":" : "");
-        if (w < 0 || (size_t)w >= sizeof opts - len)
+    /* user.overlay.* xattrs: whiteouts and opaque directories made by an
+     * update (in its user namespace) must be honoured by later mounts. */
+    size_t len = (size_t)snprintf(opts, size, "userxattr,lowerdir=");
+    for (int i = 0; i < n; i++) {
+        int w = snprintf(opts + len, size - len, "%s%s", layers[i], i + 1 < n ? ":" : "");
+        if (w < 0 || (size_t)w >= size - len)
             die("too many layers");
         len += (size_t)w;
     }
-    if (mount("sqenv", SQENV_MOUNT_PATH, "overlay", MS_RDONLY, opts) != 0)
+    if (upper) {
+        int w = snprintf(opts + len, size - len, ",upperdir=%s,workdir=%s", upper, work);
+        if (w < 0 || (size_t)w >= size - len)
+            die("layer paths too long");
+    }
+}
+
+static void mount_layers(char **layers, int n, int writable, const char *upper, const char *work)
+{
+    char opts[8192];
+    if (n == 1 && !upper) {
+        bind(layers[0], SQENV_MOUNT_PATH, 0);
+        if (!writable)
+            make_readonly(SQENV_MOUNT_PATH);
+        return;
+    }
+    overlay_options(opts, sizeof opts, layers, n, upper, work);
+    if (mount("sqenv", SQENV_MOUNT_PATH, "overlay", upper ? 0 : MS_RDONLY, opts) != 0)
         die("cannot stack the image layers (overlayfs in user namespaces needs Linux >= 5.11)");
 }
 
 int main(int argc, char **argv)
 {
-    char *layers[MAX_LAYERS], *prefixes[MAX_PREFIXES], *argv0 = NULL;
+    char *layers[MAX_LAYERS], *prefixes[MAX_PREFIXES], *argv0 = NULL, *upper = NULL, *work = NULL;
     int nlayers = 0, nprefixes = 0, writable = 0, opt;
     char cwd[PATH_MAX];
     int have_cwd = getcwd(cwd, sizeof cwd) != NULL;
 
-    while ((opt = getopt(argc, argv, "+l:p:a:w")) != -1) {
+    while ((opt = getopt(argc, argv, "+l:p:a:wu:W:")) != -1) {
         switch (opt) {
         case 'l':
             if (nlayers == MAX_LAYERS)
@@ -195,21 +235,32 @@ int main(int argc, char **argv)
         case 'w':
             writable = 1;
             break;
+        case 'u':
+            upper = optarg;
+            break;
+        case 'W':
+            work = optarg;
+            break;
         default:
             errno = 0;
-            die("usage: sqenv-enter [-l LOWER]... [-w] [-p PREFIX]... [-a ARGV0] -- PROG [ARGS...]");
+            die("usage: sqenv-enter [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-a ARGV0] -- PROG [ARGS...]");
         }
     }
-    if (optind >= argc || nlayers == 0) {
+    if (optind >= argc || nlayers == 0 || !upper != !work) {
         errno = 0;
-        die("usage: sqenv-enter [-l LOWER]... [-w] [-p PREFIX]... [-a ARGV0] -- PROG [ARGS...]");
+        die("usage: sqenv-enter [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-a ARGV0] -- PROG [ARGS...]");
     }
 
     enter_user_namespace();
     make_mount_point(SQENV_MOUNT_PATH);
-    mount_layers(layers, nlayers, writable);
+    mount_layers(layers, nlayers, writable, upper, work);
     for (int i = 0; i < nprefixes; i++)
+    {
         bind(SQENV_MOUNT_PATH, prefixes[i], 0);
+        /* a bind does not inherit read-only: say it again, so writes fail with EROFS */
+        if (!writable)
+            make_readonly(prefixes[i]);
+    }
     if (have_cwd && chdir(cwd) != 0)
         (void)chdir("/");
 
