@@ -1,0 +1,30 @@
+"""Post-install scripts: the user's own commands, run inside the environment.
+
+The script runs with `sh`, with the environment's `bin` first on PATH (so
+`pip install x` and `python -c ...` act on it), the host visible, and the cwd
+where the user ran sqenv. A failure shows the script's last lines.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqenv.build.base import BuildContext, BuildResult
+from sqenv.errors import BuildError, InputError
+
+
+def run(ctx: BuildContext, script: Path, result: BuildResult) -> None:
+    if not script.is_file() or not os.access(script, os.R_OK):
+        raise InputError(f"post-install script `{script}` does not exist or is not readable")
+    mount = ctx.mount_path
+    env = {
+        "PATH": f"{mount}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "VIRTUAL_ENV": mount,
+        "CONDA_PREFIX": mount,
+        "SQENV_BUILD_PREFIX": mount,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    with ctx.ui.phase(f"Running the post-install script {script.name}"):
+        ctx.run(["/bin/sh", str(script.resolve())], what=f"post-install script `{script}`",
+                hint="fix the script; its output is shown above", error=BuildError, env=env)
