@@ -42,8 +42,6 @@ present directory is always complete.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import hashlib
 import io
 import json
@@ -51,6 +49,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import tarfile
 import tempfile
 import zipfile
@@ -58,8 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "PLACEHOLDER",
     "PACKAGES",
+    "PLACEHOLDER",
     "SQBIN_DATA",
     "SQBIN_DATA_RELPATH",
     "build_channel",
@@ -231,6 +230,7 @@ del _p
 # zstd
 # --------------------------------------------------------------------------
 
+
 def _zstd_backend() -> str:
     try:
         import zstandard  # noqa: F401
@@ -270,6 +270,7 @@ def _zstd(data: bytes) -> bytes:
 # --------------------------------------------------------------------------
 # package writing
 # --------------------------------------------------------------------------
+
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -318,7 +319,9 @@ def _info_files(pkg: _Package) -> list[_File]:
         _File("info/files", "".join(f.path + "\n" for f in sorted(pkg.files, key=lambda f: f.path)).encode()),
         _File(
             "info/about.json",
-            (json.dumps({"summary": f"sqenv test package {pkg.name}", "license": "MIT"}, sort_keys=True) + "\n").encode(),
+            (
+                json.dumps({"summary": f"sqenv test package {pkg.name}", "license": "MIT"}, sort_keys=True) + "\n"
+            ).encode(),
         ),
     ]
     if has_prefix:
@@ -370,6 +373,7 @@ def _write_conda(pkg: _Package, dest: Path) -> None:
 # sqbin
 # --------------------------------------------------------------------------
 
+
 def _compiler() -> str:
     for cc in (os.environ.get("CC"), "gcc", "cc"):
         if cc and shutil.which(cc):
@@ -402,35 +406,44 @@ def _build_sqbin(cc: str, workdir: Path) -> bytes:
 # channel
 # --------------------------------------------------------------------------
 
-def _run(coro):
-    """asyncio.run that also works when called from a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        return ex.submit(asyncio.run, coro).result()
+# py-rattler 0.28 trap: a process that exits right after an index_fs (also,
+# less often, solve/install) call can die at interpreter shutdown with
+# SIGSEGV or "Fatal Python error: PyGILState_Release" (tokio threads dropping
+# Python objects while the interpreter finalizes; ~20% after two index_fs
+# calls here). Indexing therefore runs in a child process that leaves with
+# os._exit() once the repodata is written.
+_INDEX_SCRIPT = r"""
+import asyncio, os, sys, traceback
+try:
+    from rattler.index import index_fs
+    from rattler.platform import Subdir
+    for subdir in ("linux-64", "noarch"):
+        # target_platform="linux-64" alone does NOT index noarch when the
+        # noarch dir exists (despite the docstring): index both explicitly.
+        asyncio.run(index_fs(sys.argv[1], target_platform=Subdir(subdir),
+                             write_zst=False, write_shards=False, force=True))
+except BaseException:
+    traceback.print_exc()
+    sys.stderr.flush()
+    os._exit(1)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
+"""
 
 
 def _index(channel: Path) -> None:
-    from rattler.index import index_fs
-    from rattler.platform import Subdir
-
-    # index_fs always indexes noarch too; indexing "noarch" explicitly as
-    # well is harmless and keeps the intent obvious.
-    for subdir in ("linux-64", "noarch"):
-        _run(
-            index_fs(
-                channel,
-                target_platform=Subdir(subdir),
-                write_zst=False,
-                write_shards=False,
-                force=True,
-            )
-        )
+    proc = subprocess.run(
+        [sys.executable, "-c", _INDEX_SCRIPT, str(channel)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"indexing {channel} failed (rc={proc.returncode}):\n{proc.stderr}")
     for subdir in ("linux-64", "noarch"):
         if not (channel / subdir / "repodata.json").is_file():
-            raise AssertionError(f"index_fs did not write {subdir}/repodata.json")
+            raise RuntimeError(f"index_fs did not write {subdir}/repodata.json:\n{proc.stderr}")
+    shutil.rmtree(channel / ".tmp", ignore_errors=True)  # index_fs leaves an empty .tmp/
 
 
 def _cache_key(cc: str) -> str:
