@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ class UI:
 
     def __post_init__(self) -> None:
         if self.console is None:
-            self.console = Console(stderr=True, highlight=False, no_color="NO_COLOR" in os.environ)
+            self.console = Console(stderr=True, highlight=False, soft_wrap=True, no_color="NO_COLOR" in os.environ)
 
     @property
     def fancy(self) -> bool:
@@ -91,6 +92,8 @@ def run(
     lines: deque[str] = deque(maxlen=tail)
     out: list[str] = []
     try:
+        # Its own process group, so an interrupt can stop the tool and
+        # everything it started before the build directory is removed.
         proc = subprocess.Popen(
             list(argv),
             stdout=subprocess.PIPE,
@@ -100,19 +103,29 @@ def run(
             cwd=cwd,
             text=True,
             errors="replace",
+            process_group=0,
         )
     except FileNotFoundError as exc:
         raise ToolMissing(f"`{argv[0]}` is not installed", "run `sqenv doctor`") from exc
-    with proc, log.open("a") as fh:
-        fh.write("$ " + " ".join(argv) + "\n")
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            fh.write(line)
-            out.append(line)
-            lines.append(line.rstrip("\n"))
-            if ui.level >= VERBOSE:
-                sys.stderr.write(line)
-        code = proc.wait()
+    try:
+        with log.open("a") as fh:
+            fh.write("$ " + " ".join(argv) + "\n")
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                fh.write(line)
+                out.append(line)
+                lines.append(line.rstrip("\n"))
+                if ui.level >= VERBOSE:
+                    sys.stderr.write(line)
+            code = proc.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
     text = "".join(out)
     if code != 0:
         if code < 0 and code in (-2, -15):

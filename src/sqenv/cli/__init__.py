@@ -6,17 +6,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
-import sys
 from collections.abc import Sequence
 
 from sqenv import __version__
-from sqenv.cli import create, doctor, info, run
-from sqenv.errors import Interrupted, SqenvError, UsageError
+from sqenv.cli import create, doctor, info, run, update
+from sqenv.errors import BuildError, Interrupted, SqenvError, UsageError
 from sqenv.ui import NORMAL, QUIET, UI, VERBOSE
 
-COMMANDS = (create, run, info, doctor)
+COMMANDS = (create, run, info, doctor, update)
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,7 +55,13 @@ def dispatch(parser: Parser, argv: Sequence[str] | None) -> int:
     ui = UI()
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # argparse cannot put positionals after options into a `*` list
+        # (`create P -r req.txt numpy`); packages may come anywhere.
+        if extra and isinstance(getattr(args, "packages", None), list) and not any(e.startswith("-") for e in extra):
+            args.packages += extra
+        elif extra:
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}", f"see `sqenv {args.command} --help`")
         ui = make_ui(args)
         return int(args.execute(args, ui) or 0)
     except KeyboardInterrupt:
@@ -67,19 +73,29 @@ def dispatch(parser: Parser, argv: Sequence[str] | None) -> int:
         return err.exit_code
     except BrokenPipeError:
         return 1
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            err: SqenvError = BuildError(
+                f"ran out of space writing `{exc.filename or 'a file'}`",
+                "free space, or build elsewhere with `--build-dir DIR` or SQENV_BUILD_DIR",
+            )
+            ui.error(err)
+            return err.exit_code
         if os.environ.get("SQENV_TRACEBACK"):
             raise
-        import traceback
-
-        ui.error(
-            SqenvError(
-                f"internal error: {sys.exc_info()[1]!r}",
-                "this is a bug in sqenv; rerun with SQENV_TRACEBACK=1 and report the traceback",
-            )
-        )
-        traceback.print_exc(file=open(os.devnull, "w"))
+        ui.error(SqenvError(f"internal error: {exc!r}", f"this is a bug in sqenv; please report it with {crash_log()}"))
         return 70
+
+
+def crash_log() -> str:
+    """Write the traceback of the exception being handled to a file; return its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="sqenv-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as fh:
+        traceback.print_exc(file=fh)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
