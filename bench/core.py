@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Core benchmark: a sqenv install against a plain venv of the same packages, side by side.
+
+    python bench/core.py [--packages numpy scipy pandas matplotlib] [--runs 20] [--workdir DIR]
+
+Prints one table of figures and ratios measured in this run (medians of
+--runs repetitions where timing). Nothing here asserts: targets are printed
+next to the figures. Needs strace and a warm network to PyPI on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from uv import find_uv_bin
+
+BASE = "/usr/bin/python3"
+IMPORT = "import numpy, scipy.linalg, pandas"
+
+
+def timed(argv: list[str], env: dict | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def median_time(argv: list[str], runs: int, env: dict | None = None, before=None) -> float:
+    samples = []
+    for _ in range(runs):
+        if before:
+            before()
+        samples.append(timed(argv, env))
+    return statistics.median(samples)
+
+
+def count_files(root: Path) -> int:
+    return sum(len(d) + len(f) for _, d, f in os.walk(root))
+
+
+def tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def plain_venv(target: Path, packages: list[str]) -> None:
+    uv = find_uv_bin()
+    subprocess.run([uv, "venv", "-q", "--seed", "--python", BASE, str(target)], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(target / "bin" / "python"), "--compile-bytecode", *packages],
+        check=True,
+    )
+
+
+def sqenv_create(target: Path, packages: list[str]) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "sqenv", "create", "-q", str(target), "--python", BASE, *packages], check=True
+    )
+
+
+def syscalls_touching(prefix: Path, argv: list[str], env: dict | None = None) -> tuple[int, int]:
+    """(path syscalls naming PREFIX that reach the host file system, all that name it).
+
+    After sqenv-enter binds the image over PREFIX, paths under PREFIX resolve
+    inside the image (a local FUSE mount), not on the parallel file system:
+    only the calls before that bind count against the file system.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        subprocess.run(
+            ["strace", "-f", "-qq", "-e", "trace=%file,mount", "-o", out.name, *argv],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        lines = out.read().splitlines()
+    named = [line for line in lines if str(prefix) in line and "mount(" not in line]
+    host = 0
+    for line in lines:
+        if re.search(r"mount\([^,]*, \"" + re.escape(str(prefix)) + r"\"", line):
+            break
+        if str(prefix) in line:
+            host += 1
+    else:
+        host = len(named)
+    return host, len(named)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--packages", nargs="+", default=["numpy", "scipy", "pandas", "matplotlib"])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args()
+    for tool in ("strace", "mksquashfs", "squashfuse_ll"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: `{tool}` is needed")
+    work = Path(tempfile.mkdtemp(prefix="sqenv-bench-", dir=args.workdir))
+    venv, install = work / "venv", work / "install"
+    rows: list[tuple[str, str, str, str, str]] = []
+    try:
+        print(f"warming the uv cache with {' '.join(args.packages)} ...", file=sys.stderr)
+        plain_venv(work / "warm", args.packages)
+        shutil.rmtree(work / "warm")
+
+        t_venv = timed_call(lambda: plain_venv(venv, args.packages))
+        t_create = timed_call(lambda: sqenv_create(install, args.packages))
+        rows.append(
+            (
+                "build time (warm uv cache)",
+                f"{t_venv:.1f} s",
+                f"{t_create:.1f} s",
+                f"{t_create / t_venv:.2f}x",
+                "<= 1.3x",
+            )
+        )
+
+        programs = len(os.listdir(install / "bin"))
+        rows.append(
+            (
+                "files on disk",
+                f"{count_files(venv):,}",
+                f"{count_files(install):,}",
+                f"programs + {count_files(install) - programs}",
+                "<= programs + 6",
+            )
+        )
+        image = sum(p.stat().st_size for p in install.glob("*.sqfs"))
+        installed = tree_size(venv)
+        rows.append(
+            (
+                "size",
+                f"{installed / 1e6:,.0f} MB",
+                f"{image / 1e6:,.0f} MB image",
+                f"{image / installed:.2f}",
+                "<= 0.32",
+            )
+        )
+
+        py_venv, py_inst = str(venv / "bin" / "python"), str(install / "bin" / "python")
+        runtime = work / "rt"
+        env = dict(os.environ, SQENV_RUNTIME_DIR=str(runtime))
+        subprocess.run([py_inst, "-c", "pass"], env=env, check=True)  # mount it
+        t_plain = median_time([py_venv, "-c", "pass"], args.runs)
+        t_warm = median_time([py_inst, "-c", "pass"], args.runs, env)
+        rows.append(
+            (
+                "`python -c pass`, warm",
+                f"{t_plain * 1e3:.1f} ms",
+                f"{t_warm * 1e3:.1f} ms",
+                f"+{(t_warm - t_plain) * 1e3:.1f} ms",
+                "<= +5 ms",
+            )
+        )
+
+        def unmount() -> None:
+            for line in open("/proc/self/mountinfo"):
+                point = line.split()[4]
+                if point.startswith(str(runtime)):
+                    subprocess.run(["fusermount3", "-u", point], check=False)
+            deadline = time.monotonic() + 5
+            while runtime.exists() and any(runtime.glob("*/")) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        t_cold = median_time([py_inst, "-c", "pass"], max(5, args.runs // 2), env, before=unmount)
+        rows.append(
+            (
+                "`python -c pass`, cold (mounts)",
+                f"{t_plain * 1e3:.1f} ms",
+                f"{t_cold * 1e3:.1f} ms",
+                f"+{(t_cold - t_plain) * 1e3:.1f} ms",
+                "-",
+            )
+        )
+        subprocess.run([py_inst, "-c", "pass"], env=env, check=True)
+
+        i_plain = median_time([py_venv, "-c", IMPORT], args.runs)
+        i_inst = median_time([py_inst, "-c", IMPORT], args.runs, env)
+        rows.append(
+            (f"`{IMPORT}`, warm", f"{i_plain:.3f} s", f"{i_inst:.3f} s", f"{i_inst / i_plain:.2f}x", "<= 1.10x")
+        )
+
+        host_v, all_v = syscalls_touching(venv, [py_venv, "-c", IMPORT])
+        host_i, all_i = syscalls_touching(install, [py_inst, "-c", IMPORT], env)
+        rows.append(
+            (
+                "path syscalls on PREFIX's file system",
+                f"{host_v:,}",
+                f"{host_i}",
+                f"{all_i:,} more go to the image",
+                "<= 10",
+            )
+        )
+        unmount()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(
+        f"\nsqenv core benchmark — {platform.node()}: {platform.platform()}, {os.cpu_count()} cores, "
+        f"base {BASE}, packages: {' '.join(args.packages)}, medians of {args.runs}\n"
+    )
+    header = ("measure", "plain venv", "sqenv", "ratio / delta", "target")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    return 0
+
+
+def timed_call(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    sys.exit(main())

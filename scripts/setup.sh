@@ -1,0 +1,33 @@
+#!/bin/sh
+# Machine set-up, as root, on a fresh Debian 12/13: the system tools sqenv
+# uses, then sqenv itself in ./.venv.   sh scripts/setup.sh [--test]
+#   --test  also what the test suite starts for real: Slurm, MPI, debootstrap
+#           (for Apptainer), strace, shellcheck.
+set -eu
+cd "$(dirname "$0")/.."
+runtime="squashfs-tools squashfuse fuse3 gcc libc6-dev util-linux python3 python3-venv"
+extra=""
+[ "${1-}" = --test ] && extra="slurm-wlm munge openmpi-bin libopenmpi-dev debootstrap bubblewrap strace shellcheck"
+missing=""
+for pkg in $runtime $extra; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# FUSE for ordinary users (0600 on some VMs; 0666 on ordinary distributions).
+[ ! -e /dev/fuse ] || chmod 666 /dev/fuse
+# sqenv itself, in a venv of the first python3 on PATH (Debian's pip is PEP 668-managed).
+if [ ! -x .venv/bin/sqenv ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+fi
+if [ "${1-}" = --test ]; then
+    .venv/bin/pip install -q -e '.[test]'
+else
+    .venv/bin/pip install -q -e .
+fi
+echo "sqenv $(.venv/bin/sqenv --version | cut -d' ' -f2) is ready: $(pwd)/.venv/bin/sqenv" >&2
