@@ -192,7 +192,7 @@ def main() -> int:
             (f"`{IMPORT}`, warm", f"{i_plain:.3f} s", f"{i_inst:.3f} s", f"{i_inst / i_plain:.2f}x", "<= 1.10x")
         )
 
-        host_v, all_v = syscalls_touching(venv, [py_venv, "-c", IMPORT])
+        host_v, _ = syscalls_touching(venv, [py_venv, "-c", IMPORT])
         host_i, all_i = syscalls_touching(install, [py_inst, "-c", IMPORT], env)
         rows.append(
             (
