@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqenv import __version__
 from sqenv.build import BuildContext, BuildResult, build
+from sqenv.config import load_config
 from sqenv.errors import ToolMissing
 from sqenv.launch import MOUNT_PATH
 from sqenv.launch.helper import enter_binary
@@ -21,7 +22,7 @@ from sqenv.publish.layout import Install, image_name
 from sqenv.publish.publisher import Publisher
 from sqenv.spec import BuildSpec
 from sqenv.ui import UI
-from sqenv.workdir import workdir
+from sqenv.workdir import log_file, workdir
 
 
 def now() -> str:
@@ -65,6 +66,7 @@ def version_record(
         "packages": [{k: v for k, v in vars(p).items() if v is not None} for p in result.packages],
         "programs": programs,
         "activate": result.activate,
+        "launch": {key: value for key, value in (("mpi", spec.mpi),) if value},
         **result.extra,
     }
 
@@ -77,7 +79,8 @@ def create(spec: BuildSpec, ui: UI) -> Install:
     with workdir(spec.build_dir) as work, publisher as out:
         staging = work / "root"
         staging.mkdir()
-        ctx = BuildContext(spec=spec, staging=staging, workdir=work, enter=enter, ui=ui, cwd=Path.cwd())
+        ctx = BuildContext(spec=spec, staging=staging, workdir=work, enter=enter, ui=ui, cwd=Path.cwd(),
+                           log_path=log_file("create"))
         result = build(ctx)
         names = launchers.programs(staging)
         tmp_image = out / ".image.sqfs"
@@ -95,14 +98,15 @@ def create(spec: BuildSpec, ui: UI) -> Install:
         install = Install(out)
         shutil.copy2(enter, install.enter)
         install.enter.chmod(launchers.exec_mode())
-        launchers.write(install, [layer], names, activate=result.activate)
+        launch = {key: value for key, value in (("mpi", spec.mpi),) if value}
+        launchers.write(install, [layer], names, activate=result.activate, options=launch)
         data = {
             "format": metadata.FORMAT,
             "kind": spec.kind,
             "mount_path": MOUNT_PATH,
             "created": now(),
             "current": 1,
-            "keep": 3,
+            "keep": load_config().get("keep_versions"),
             "versions": [version_record(1, spec, result, [image], [layer], names, "create")],
         }
         metadata.save(install.metadata, data, mode=0o666 & launchers.exec_mode())

@@ -33,3 +33,16 @@ def workdir(requested: Path | None) -> Iterator[Path]:
         yield path
     finally:
         remove_tree(path)
+
+
+def log_file(what: str, keep: int = 20) -> Path:
+    """A new log file for one run, in the user's cache; the oldest beyond `keep` are removed."""
+    import time
+
+    from sqenv.launch.helper import cache_dir
+
+    logs = cache_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for old in sorted(logs.glob("*.log"), key=lambda p: p.stat().st_mtime)[:-keep]:
+        old.unlink(missing_ok=True)
+    return logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{what}-{os.getpid()}.log"

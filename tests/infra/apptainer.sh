@@ -27,9 +27,13 @@
 #   SQENV_APPTAINER_BINDS   extra host dirs, colon-separated: `root` makes mount points for them
 #                           and the shim binds them (read at the shim's run time)
 #   SQENV_APPTAINER_USER    user for `base-sif` run as root
+#   SQENV_APPTAINER_SHIM_PIDNS=1  the shim runs apptainer in a pid namespace: killing the shim's
+#                           pid then kills all of it (SIGKILL); by default it lives on. Signal
+#                           the process group instead where you can: the program gets it.
 set -euo pipefail
 
-readonly RECIPE=2    # bump when the recipe changes: cached trees with another stamp are rebuilt
+# Bump when a recipe changes: cached trees with another stamp are rebuilt.
+readonly ROOT_RECIPE=2 BASE_RECIPE=1
 readonly ROOT=${SQENV_APPTAINER_ROOT:-/var/cache/sqenv-test/apptainer-root}
 readonly SUITE=${SQENV_APPTAINER_SUITE:-sid}
 # gocryptfs: upstream's packages bundle it; without it every `apptainer exec` logs an INFO line
@@ -55,8 +59,10 @@ need_root() {
         "run it once as root (e.g. in CI setup); the shim itself is for non-root users"
 }
 
-stamp_ok() {  # DIR NAME: is DIR a complete tree of this recipe?
-    [[ -f $1/.sqenv-$2 && $(<"$1/.sqenv-$2") == "recipe=$RECIPE $3" ]]
+stamp_ok() {  # DIR root|base SUITE: is DIR a complete tree of the current recipe?
+    local recipe=$ROOT_RECIPE
+    [[ $2 == root ]] || recipe=$BASE_RECIPE
+    [[ -f $1/.sqenv-$2 && $(<"$1/.sqenv-$2") == "recipe=$recipe $3" ]]
 }
 
 # --- host side --------------------------------------------------------------------------------
@@ -98,6 +104,12 @@ lock() {  # serialise builders and writers of ROOT (concurrent test sessions, xd
     mkdir -p "$parent"
     exec {LOCK_FD}>"$parent/.$(basename "$ROOT").lock"
     flock "$LOCK_FD"
+}
+
+unlock() {
+    [[ -n ${LOCK_FD:-} ]] || return 0
+    exec {LOCK_FD}>&-
+    LOCK_FD=
 }
 
 remove_tree() {  # a tree a killed debootstrap may have left mounts in (proc, sys, dev binds)
@@ -161,7 +173,7 @@ cmd_root() {
         rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*_Packages
         remove_special_files "$tmp/dev"
         chmod 755 "$tmp"  # mktemp made it 0700; non-root users bind it as their /
-        printf 'recipe=%s %s\n' "$RECIPE" "$SUITE" >"$tmp/.sqenv-root"
+        printf 'recipe=%s %s\n' "$ROOT_RECIPE" "$SUITE" >"$tmp/.sqenv-root"
         if [[ -e $ROOT ]]; then
             mv -T "$ROOT" "$ROOT.old.$$"
             # keep a complete base image tree: it does not depend on the root's recipe
@@ -214,8 +226,13 @@ cmd_shim() {
 # bubblewrap (Debian 12 packages no apptainer). For tests, for non-root users. Host dirs seen
 # inside: $DEFAULT_BINDS (those that exist) and \$SQENV_APPTAINER_BINDS (colon-separated,
 # each needs a mount point in the root: \`apptainer.sh root DIR\` as root). Everything else,
-# /usr and /etc included, is the root's. Signals: this process becomes bwrap, which does not
-# forward them; bwrap --die-with-parent SIGKILLs apptainer if bwrap itself is killed.
+# /usr and /etc included, is the root's.
+# Exit codes pass through; a command killed by signal N exits 128+N. Signals: this process
+# becomes bwrap, which forwards none. Signal the process group (Ctrl-C, Slurm, os.killpg): all
+# get it, the container's program too. A signal to this pid alone kills bwrap and leaves
+# apptainer and the program running, unless SQENV_APPTAINER_SHIM_PIDNS=1: then they run in a pid
+# namespace that is SIGKILLed when bwrap dies. (--die-with-parent alone does not reach them, and
+# with it 3 of 40 group-signalled programs died by SIGKILL before their handler ran: left out.)
 root=$(sh_quote "$ROOT")
 binds=$(sh_quote "$DEFAULT_BINDS")
 EOF
@@ -268,8 +285,10 @@ if [ "$cwd_seen" = no ]; then
     echo "hint: work under one of $binds, or add it to SQENV_APPTAINER_BINDS" >&2
     exit 125
 fi
-exec bwrap --die-with-parent --bind "$root" / --proc /proc --dev-bind /dev /dev \
-    --bind /sys /sys "$@"
+if [ "${SQENV_APPTAINER_SHIM_PIDNS-}" = 1 ]; then
+    set -- --unshare-pid --die-with-parent "$@"
+fi
+exec bwrap --bind "$root" / --proc /proc --dev-bind /dev /dev --bind /sys /sys "$@"
 EOF
     chmod 755 "$dir/.apptainer.$$"
     mv -f "$dir/.apptainer.$$" "$dir/apptainer"
@@ -298,7 +317,7 @@ cmd_base_sandbox() {
         -exec rm -rf {} +
     remove_special_files "$tmp"
     chmod -R a+rX "$tmp"
-    printf 'recipe=%s %s\n' "$RECIPE" "$BASE_SUITE" >"$tmp/.sqenv-base"
+    printf 'recipe=%s %s\n' "$BASE_RECIPE" "$BASE_SUITE" >"$tmp/.sqenv-base"
     if [[ -e $target ]]; then mv -T "$target" "$target.old.$$"; fi
     mv -T "$tmp" "$target"
     trap - EXIT
@@ -322,6 +341,7 @@ cmd_base_sif() {
         cmd_root
         cmd_base_sandbox
         cmd_adduser "$user"
+        unlock  # the build below only reads the root
         home=$(getent passwd "$user" | cut -d: -f6)
         as_user=(setpriv --reuid="$uid" --regid="$gid" --init-groups
             env HOME="$home" USER="$user" LOGNAME="$user")

@@ -14,7 +14,7 @@ __all__ = ["BuildContext", "BuildResult", "Package", "build"]
 
 
 def build(ctx: BuildContext) -> BuildResult:
-    """Run the builder for the spec's kind, then its post-install script."""
+    """Run the pre-install script, the builder for the spec's kind, then the post-install script."""
     from sqenv.build import postinstall
 
     kind = ctx.spec.kind
@@ -24,6 +24,8 @@ def build(ctx: BuildContext) -> BuildResult:
         from sqenv.build import conda as builder  # type: ignore[no-redef]
     else:
         from sqenv.build import wrap as builder  # type: ignore[no-redef]
+    if ctx.spec.pre_install:
+        postinstall.run(ctx, ctx.spec.pre_install, phase="pre-install")
     result = builder.build(ctx)
     if kind == "pip":
         from sqenv.build import shims

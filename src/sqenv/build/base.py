@@ -52,9 +52,12 @@ class BuildContext:
     Default: the staging directory, read-write. An update passes the current
     image layers plus a writable upper directory instead."""
 
+    log_path: Path | None = None
+    """Where the tools' output goes; outside the build dir, so it survives a failure."""
+
     @property
     def log(self) -> Path:
-        return self.workdir / "build.log"
+        return self.log_path or self.workdir / "build.log"
 
     def run(
         self,

@@ -61,7 +61,7 @@ def explain(output: str) -> tuple[str, str | None] | None:
                 "relax the version constraint")
     if "No solution found" in output:
         return ("the requirements conflict with each other", "see the resolver's explanation above")
-    built = re.search(r"Failed to build `([^`]+)`", output) or re.search(r"Failed to download and build `([^`]+)`", output)
+    built = re.search(r"Failed to (?:download and )?build `([^`]+)`", output)
     if built:
         return (f"`{built.group(1)}` failed to build from source",
                 "install its build dependencies (compilers, headers), or pin a version with a binary wheel")
@@ -118,3 +118,38 @@ def site_packages(staging: Path) -> Path | None:
     """The venv's site-packages directory inside the staging tree."""
     found = sorted(staging.glob("lib/python3*/site-packages"))
     return found[0] if found else None
+
+
+def _uv_over_layers(ctx: BuildContext, argv: list[str], what: str) -> str:
+    """uv against the mounted layers: copies, since the target is an overlay (no hard links to the cache)."""
+    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", "UV_LINK_MODE": "copy"}
+    try:
+        return ctx.run([find_uv_bin(), *argv], what=what, env=env)
+    except BuildError as err:
+        known = explain(ctx.log.read_text(errors="replace"))
+        if known:
+            raise BuildError(known[0], known[1], err.details) from None
+        raise
+
+
+def update(ctx: BuildContext, change) -> BuildResult:
+    """Apply an update (`sqenv.update.Change`) to the env at the mount path: removals, then installs.
+
+    `ctx.mounts` shows the current layers under a writable upper directory, so
+    what uv writes or deletes there is exactly the update's new layer.
+    """
+    if change.environment_file is not None:
+        raise InputError("`-f environment.yml` is for conda installs; this is a pip install",
+                         "give packages or `-r requirements.txt`")  # fmt: skip
+    python = f"{ctx.mount_path}/bin/python"
+    if change.remove:
+        with ctx.ui.phase("Removing " + ", ".join(change.remove)):
+            _uv_over_layers(ctx, ["pip", "uninstall", "--python", python, *change.remove], "removing packages")
+    if change.requirement_files or change.packages:
+        install = ["pip", "install", "--python", python, "--compile-bytecode"]
+        for path in change.requirement_files:
+            install += ["-r", str(path)]
+        install += list(change.packages)
+        with ctx.ui.phase("Resolving, downloading and installing packages"):
+            _uv_over_layers(ctx, install, "installing packages")
+    return refresh(ctx, BuildResult(packages=[], python=change.base.get("python")))

@@ -1,4 +1,4 @@
-"""Post-install scripts: the user's own commands, run inside the environment.
+"""Pre- and post-install scripts: the user's own commands, run inside the environment.
 
 The script runs with `sh`, with the environment's `bin` first on PATH (so
 `pip install x` and `python -c ...` act on it), the host visible, and the cwd
@@ -14,9 +14,10 @@ from sqenv.build.base import BuildContext, BuildResult
 from sqenv.errors import BuildError, InputError
 
 
-def run(ctx: BuildContext, script: Path, result: BuildResult) -> None:
+def run(ctx: BuildContext, script: Path, result: BuildResult | None = None, *, phase: str = "post-install") -> None:
+    """Run a user script in the environment (`phase`: pre-install runs before any package)."""
     if not script.is_file() or not os.access(script, os.R_OK):
-        raise InputError(f"post-install script `{script}` does not exist or is not readable")
+        raise InputError(f"{phase} script `{script}` does not exist or is not readable")
     mount = ctx.mount_path
     env = {
         "PATH": f"{mount}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -25,6 +26,6 @@ def run(ctx: BuildContext, script: Path, result: BuildResult) -> None:
         "SQENV_BUILD_PREFIX": mount,
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
-    with ctx.ui.phase(f"Running the post-install script {script.name}"):
-        ctx.run(["/bin/sh", str(script.resolve())], what=f"post-install script `{script}`",
-                hint="fix the script; its output is shown above", error=BuildError, env=env)
+    with ctx.ui.phase(f"Running the {phase} script {script.name}"):
+        ctx.run(["/bin/sh", str(script.resolve())], what=f"{phase} script `{script}`",
+                hint="fix the script; its last lines are shown above", error=BuildError, env=env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sqenv.config import apply_build_config
 from sqenv.errors import UsageError
 from sqenv.pipeline import create
 from sqenv.spec import COMPRESSIONS, BuildSpec, PipInputs
@@ -17,7 +18,10 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
         "--post-install", type=Path, metavar="SCRIPT", help="sh script run inside the environment after install"
     )
     p.add_argument(
-        "--compression", choices=COMPRESSIONS, default="zstd", help="image compression (default: zstd level 3)"
+        "--pre-install", type=Path, metavar="SCRIPT", help="sh script run inside the (empty) environment before install"
+    )
+    p.add_argument(
+        "--compression", choices=COMPRESSIONS, help="image compression (default: zstd level 3)"
     )
     p.add_argument("--compression-level", type=int, metavar="N", help="compressor level")
     p.add_argument(
@@ -48,6 +52,23 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     p.add_argument("-f", "--file", type=Path, metavar="YML", help="conda environment.yml or explicit file")
     p.add_argument("-c", "--channel", action="append", default=[], metavar="CHANNEL", help="conda channel (repeatable)")
     p.add_argument("--from", dest="lock_from", type=Path, metavar="PREFIX_OR_LOCK", help="rebuild exactly from a lock")
+    p.add_argument(
+        "--channel-alias",
+        metavar="URL",
+        help="where channel names point (default: $SQENV_CHANNEL_ALIAS or https://conda.anaconda.org)",
+    )
+    p.add_argument("--offline", action="store_true", help="conda: use only the package cache and local channels")
+    p.add_argument(
+        "--pkgs-dir",
+        type=Path,
+        metavar="DIR",
+        help="conda package cache (default: $SQENV_PKGS_DIR or ~/.cache/sqenv/pkgs)",
+    )
+    p.add_argument(
+        "--mpi",
+        choices=("none", "host"),
+        help="host: use the host's MPI library at run time (config: mpi, mpi_libraries)",
+    )
     p.add_argument("--force", action="store_true", help="replace PREFIX if it exists")
     add_build_options(p)
     add_output_options(p)
@@ -69,7 +90,9 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
             system_site_packages=args.system_site_packages,
         ),
         post_install=args.post_install.absolute() if args.post_install else None,
-        compression=args.compression,
+        pre_install=args.pre_install.absolute() if args.pre_install else None,
+        compression=args.compression or "zstd",
+        mpi=args.mpi,
         compression_level=args.compression_level,
         jobs=args.jobs,
         force=args.force,
@@ -78,6 +101,7 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
 
 
 def spec_from_args(args: argparse.Namespace) -> BuildSpec:
+    apply_build_config(args)  # site/user config for build options; forced values win, with a warning
     conda = args.file or args.channel or args.lock_from
     if conda:
         from sqenv.spec.conda import conda_spec

@@ -36,6 +36,8 @@ def _tail(args: argparse.Namespace) -> list[str]:
         out += ["-r", req]
     if args.post_install:
         out += ["--post-install", args.post_install]
+    if args.pre_install:
+        out += ["--pre-install", args.pre_install]
     if args.verbose:
         out.append("-v")
         for flag in _IGNORED:
@@ -43,12 +45,8 @@ def _tail(args: argparse.Namespace) -> list[str]:
                 print(f"sqenv: `{flag}` has no effect here (sqenv always uses uv and rattler)", file=sys.stderr)
     if args.quiet:
         out.append("-q")
-    if args.pre_install or args.environ or args.wrapper_paths:
-        given = [
-            f
-            for f, v in (("--pre-install", args.pre_install), ("--environ", args.environ), ("-w", args.wrapper_paths))
-            if v
-        ]
+    if args.environ or args.wrapper_paths:
+        given = [f for f, v in (("--environ", args.environ), ("-w", args.wrapper_paths)) if v]
         raise UsageError(
             f"{', '.join(given)} is not supported by sqenv's Tykky compatibility yet",
             "drop the option; sqenv puts launchers for every program of the environment in PREFIX/bin",

@@ -27,39 +27,56 @@ sqenv_runtime_dir() {
 # Mount one layer under the lock; called only when it is not mounted yet, or
 # its FUSE daemon died (SIGKILL, OOM): then the dead mount is cleared first.
 sqenv_mount_cold() {
+    # A copy that `sqenv stage` put on node-local storage for this job wins
+    # (only if it is ours: /tmp is shared by all users of the node).
+    if [ -n "${SLURM_JOB_ID-}" ]; then
+        sqenv_staged=${SQENV_STAGE:-${SQENV_STAGE_DIR:-/tmp}}/sqenv-stage-$SLURM_JOB_ID
+        if [ -O "$sqenv_staged" ] && [ -f "$sqenv_staged/$sqenv_layer" ] && [ -O "$sqenv_staged/$sqenv_layer" ]; then
+            sqenv_img=$sqenv_staged/$sqenv_layer
+        fi
+    fi
     [ -f "$sqenv_img" ] || sqenv_die "the image \`$sqenv_img\` of this environment is missing" \
         "restore it, or rebuild the environment with \`sqenv create --force\`"
     command -v squashfuse_ll >/dev/null 2>&1 || sqenv_die "\`squashfuse_ll\` is not installed on this node" \
         "run \`sqenv doctor\` for how to install it, or set SQENV_ENGINE=apptainer"
     sqenv_tries=0
     while :; do
+        # Mounted meanwhile by the holder of the lock? Then done: without this, every
+        # holder's `rm` of the lock file sends all waiters round again (128 ranks: > 20 rounds).
+        if [ "$sqenv_tries" -gt 0 ] && (: <"$sqenv_mnt/.sqenv-image") 2>/dev/null; then
+            return 0
+        fi
         sqenv_tries=$((sqenv_tries + 1))
         [ "$sqenv_tries" -le 20 ] || sqenv_die "cannot lock \`$sqenv_mnt.lock\`"
-        [ -d "$sqenv_rt" ] || mkdir -p -m 700 "$sqenv_rt" 2>/dev/null || [ -d "$sqenv_rt" ] ||
+        [ -d "$sqenv_rt" ] || (umask 077 && mkdir -p "$sqenv_rt") 2>/dev/null || [ -d "$sqenv_rt" ] ||
             sqenv_die "cannot create the runtime directory \`$sqenv_rt\`" "set SQENV_RUNTIME_DIR to a writable local directory"
         [ -O "$sqenv_rt" ] || sqenv_die "\`$sqenv_rt\` belongs to another user" \
             "remove it, or set SQENV_RUNTIME_DIR to a directory of yours"
         # The lock file is removed by whoever holds it last: make sure the
         # one we locked is still the one on disk.
-        { command exec 6>"$sqenv_mnt.lock"; } 2>/dev/null || continue
-        flock 6 || sqenv_die "cannot lock \`$sqenv_mnt.lock\`"
-        [ /proc/self/fd/6 -ef "$sqenv_mnt.lock" ] && break
-        exec 6>&-
+        { command exec 8>"$sqenv_mnt.lock"; } 2>/dev/null || continue
+        flock 8 || sqenv_die "cannot lock \`$sqenv_mnt.lock\`"
+        # shellcheck disable=SC3013 # -ef: dash, bash, ksh and busybox all have it
+        [ /proc/self/fd/8 -ef "$sqenv_mnt.lock" ] && break
+        exec 8>&-
     done
-    if [ ! -e "$sqenv_mnt/.sqenv-image" ]; then
-        if [ -d "$sqenv_mnt" ]; then
+    # Open, not `[ -e ]`: a dead mount still passes `-e` from cached entries.
+    if ! (: <"$sqenv_mnt/.sqenv-image") 2>/dev/null; then
+        if ! mkdir "$sqenv_mnt" 2>/dev/null; then
+            # A dead mount fails stat() (so `[ -d ]` too): detach whatever is there.
             fusermount3 -u -z "$sqenv_mnt" 2>/dev/null || fusermount -u -z "$sqenv_mnt" 2>/dev/null
-        else
-            mkdir "$sqenv_mnt" || sqenv_die "cannot create the mount point \`$sqenv_mnt\`"
+            [ -d "$sqenv_mnt" ] || sqenv_die "cannot create the mount point \`$sqenv_mnt\`"
         fi
         rm -f "$sqenv_mnt.status"
         # Its own session: a Ctrl-C or hang-up of this terminal must not
-        # unmount an image that other programs are using.
+        # unmount an image that other programs are using. It gets neither the
+        # lock (fd 8) nor other layers' pins (fds 3-7), or they would outlive us.
+        # shellcheck disable=SC2016 # expanded by the inner sh
         setsid -f sh -c 'squashfuse_ll -f -o "ro,timeout=$3" "$1" "$2" 2>"$2.err"
             echo "$?" >"$2.status"
             [ -s "$2.err" ] || rm -f "$2.err" "$2.status"
             rmdir "$2" && rmdir "${2%/*}"' sh "$sqenv_img" "$sqenv_mnt" "$SQENV_IDLE" \
-            </dev/null >/dev/null 2>&1
+            </dev/null >/dev/null 2>&1 3<&- 4<&- 5<&- 6<&- 7<&- 8>&-
         sqenv_wait=0
         while [ ! -e "$sqenv_mnt/.sqenv-image" ]; do
             if [ -f "$sqenv_mnt.status" ]; then
@@ -75,7 +92,7 @@ sqenv_mount_cold() {
         done
     fi
     rm -f "$sqenv_mnt.lock"
-    exec 6>&-
+    exec 8>&-
 }
 
 sqenv_embedded_exec() {
@@ -102,5 +119,10 @@ sqenv_embedded_exec() {
         sqenv_fd=$((sqenv_fd - 1))
         set -- -l "$sqenv_mnt" "$@"
     done
+    # `mpi = host`: the host MPI library directories first on the library path (once).
+    case ${SQENV_LD_PREPEND:+x}:${LD_LIBRARY_PATH-} in
+        x:"$SQENV_LD_PREPEND" | x:"$SQENV_LD_PREPEND":*) ;;
+        x:*) LD_LIBRARY_PATH=$SQENV_LD_PREPEND${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} && export LD_LIBRARY_PATH ;;
+    esac
     exec "$SQENV_PREFIX/sqenv-enter" -p "$SQENV_PREFIX" "$@"
 }

@@ -10,13 +10,15 @@
  * to itself, so files keep their owners and the program runs without caps.
  *
  * usage: sqenv-enter [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]
- *                    [-a ARGV0] -- PROG [ARGS...]
+ *                    [-m PATH] [-a ARGV0] -- PROG [ARGS...]
  *   -l LOWER   directory to show at the fixed path (several: a read-only
  *              overlay, the FIRST one given is the top layer)
  *   -w         bind the (single) LOWER read-write (used while building)
  *   -u UPPER   with -W: a writable overlay of the LOWERs, changes go to
  *   -W WORK    UPPER (overlayfs' upperdir and workdir; used by updates)
  *   -p PREFIX  also show the environment over PREFIX (may repeat)
+ *   -m PATH    show it at PATH instead of the fixed mount path (`sqenv wrap
+ *              --mask`: a tree at its original place)
  *   -a ARGV0   argv[0] for PROG (default PROG)
  *   PROG       absolute path, or a name looked up in PATH
  */
@@ -40,6 +42,7 @@
 #define SQENV_MOUNT_PATH "/mnt/sqenv"
 #endif
 #define MAX_LAYERS 64
+static const char *mount_path = SQENV_MOUNT_PATH;
 #define MAX_PREFIXES 8
 #define EXIT_ENTER 125
 
@@ -200,13 +203,19 @@ static void mount_layers(char **layers, int n, int writable, const char *upper, 
 {
     char opts[8192];
     if (n == 1 && !upper) {
-        bind(layers[0], SQENV_MOUNT_PATH, 0);
+        bind(layers[0], mount_path, 0);
         if (!writable)
-            make_readonly(SQENV_MOUNT_PATH);
+            make_readonly(mount_path);
         return;
     }
+    /* A fresh FUSE mount's root has no valid attributes until someone stats
+     * it, and overlayfs would copy its placeholder mode (0000): stat first. */
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        (void)stat(layers[i], &st);
+    }
     overlay_options(opts, sizeof opts, layers, n, upper, work);
-    if (mount("sqenv", SQENV_MOUNT_PATH, "overlay", upper ? 0 : MS_RDONLY, opts) != 0)
+    if (mount("sqenv", mount_path, "overlay", upper ? 0 : MS_RDONLY, opts) != 0)
         die("cannot stack the image layers (overlayfs in user namespaces needs Linux >= 5.11)");
 }
 
@@ -217,7 +226,7 @@ int main(int argc, char **argv)
     char cwd[PATH_MAX];
     int have_cwd = getcwd(cwd, sizeof cwd) != NULL;
 
-    while ((opt = getopt(argc, argv, "+l:p:a:wu:W:")) != -1) {
+    while ((opt = getopt(argc, argv, "+l:p:a:wu:W:m:")) != -1) {
         switch (opt) {
         case 'l':
             if (nlayers == MAX_LAYERS)
@@ -241,22 +250,29 @@ int main(int argc, char **argv)
         case 'W':
             work = optarg;
             break;
+        case 'm':
+            if (optarg[0] != '/' || optarg[1] == '\0') {
+                errno = 0;
+                die("-m needs an absolute path other than /");
+            }
+            mount_path = optarg;
+            break;
         default:
             errno = 0;
-            die("usage: sqenv-enter [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-a ARGV0] -- PROG [ARGS...]");
+            die("usage: sqenv-enter [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-m PATH] [-a ARGV0] -- PROG [ARGS...]");
         }
     }
     if (optind >= argc || nlayers == 0 || !upper != !work) {
         errno = 0;
-        die("usage: sqenv-enter [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-a ARGV0] -- PROG [ARGS...]");
+        die("usage: sqenv-enter [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-m PATH] [-a ARGV0] -- PROG [ARGS...]");
     }
 
     enter_user_namespace();
-    make_mount_point(SQENV_MOUNT_PATH);
+    make_mount_point(mount_path);
     mount_layers(layers, nlayers, writable, upper, work);
     for (int i = 0; i < nprefixes; i++)
     {
-        bind(SQENV_MOUNT_PATH, prefixes[i], 0);
+        bind(mount_path, prefixes[i], 0);
         /* a bind does not inherit read-only: say it again, so writes fail with EROFS */
         if (!writable)
             make_readonly(prefixes[i]);

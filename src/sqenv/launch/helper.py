@@ -20,10 +20,12 @@ from sqenv.launch import MOUNT_PATH, template
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("SQENV_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sqenv"
-    )
-    return Path(base)
+    """sqenv's cache: config `cache_dir` (or SQENV_CACHE_DIR), else ~/.cache/sqenv."""
+    from sqenv.config import load_config
+
+    configured = load_config().get("cache_dir")
+    base = configured or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sqenv")
+    return Path(os.path.expanduser(base))
 
 
 def enter_binary() -> Path:

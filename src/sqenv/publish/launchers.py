@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 
 from sqenv import __version__
+from sqenv.config import Config, launcher_lines, launcher_values, load_config
 from sqenv.engines import ENGINES, engine_script
 from sqenv.launch import MOUNT_PATH, template
 from sqenv.publish.layout import Install
@@ -20,20 +21,35 @@ from sqenv.publish.layout import Install
 _NOT_PROGRAMS = ("activate", "deactivate", "pydoc.bat")
 
 
-def render(layers: list[str], *, activate: bool, engine: str = "auto", extra: dict[str, str] | None = None) -> str:
+def render(
+    layers: list[str],
+    *,
+    activate: bool,
+    options: dict[str, str] | None = None,
+    config: Config | None = None,
+) -> str:
+    """The launcher text for these image layers.
+
+    `options` are the install's own launch settings, recorded in its version
+    record (`launch`): `mpi`, `engine`, `mount_path`. Site and user config
+    fill the rest (engine order, MPI library directories, idle timeout,
+    runtime and staging directories); forced config values win.
+    """
+    options = options or {}
+    config = config or load_config()
     values = {
         "SQENV_LAYERS": " ".join(layers),
-        "SQENV_MOUNT_PATH": MOUNT_PATH,
+        "SQENV_MOUNT_PATH": options.get("mount_path") or MOUNT_PATH,
         "SQENV_ACTIVATE": "1" if activate else "0",
-        "SQENV_DEFAULT_ENGINE": engine,
-        **(extra or {}),
+        **launcher_values(config, mpi=options.get("mpi")),
     }
+    if options.get("engine") and not config.setting("engine").forced:
+        values["SQENV_DEFAULT_ENGINE"] = options["engine"]
     head = [
         "#!/bin/sh",
         f"# Launcher written by sqenv {__version__}. `sqenv update` and `sqenv rollback` replace it.",
         *(f"{key}={shlex.quote(value)}" for key, value in values.items()),
-        "SQENV_IDLE=${SQENV_IDLE_TIMEOUT:-60}",
-        "SQENV_RUNTIME=${SQENV_RUNTIME_DIR:-}",
+        *launcher_lines(config),
         "",
     ]
     parts = ["\n".join(head)]
@@ -68,11 +84,11 @@ def exec_mode() -> int:
 
 
 def write(
-    install: Install, layers: list[str], names: list[str], *, activate: bool, extra: dict[str, str] | None = None
+    install: Install, layers: list[str], names: list[str], *, activate: bool, options: dict[str, str] | None = None
 ) -> None:
     """Write the launcher atomically, then add missing bin/ entries and drop stale ones."""
     tmp = install.launcher.with_name(".launcher.new")
-    tmp.write_text(render(layers, activate=activate, extra=extra))
+    tmp.write_text(render(layers, activate=activate, options=options))
     tmp.chmod(exec_mode())
     os.replace(tmp, install.launcher)
     install.bin.mkdir(exist_ok=True)

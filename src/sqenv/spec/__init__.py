@@ -64,6 +64,7 @@ class BuildSpec:
     post_install: Path | None = None
     environ_file: Path | None = None
     compression: str = "zstd"
+    mpi: str | None = None
     compression_level: int | None = None
     jobs: int | None = None
     force: bool = False

@@ -1,0 +1,339 @@
+"""Conda environments: solved and installed by py-rattler, pip on top with uv.
+
+The steps: the packages (solved from match specs, found for an explicit
+file's URLs, read from a lock) → installed into the staging directory with
+prefix placeholders replaced for the mount path (rattler, in a child process:
+`conda_worker`) → the `pip:` part with uv into the conda Python → the
+activation script (`.sqenv/activate.sh`, what `conda activate` does) →
+`EXTERNALLY-MANAGED`, so pip at run time points at `sqenv update` instead of
+failing on the read-only image.
+
+The installed packages are recorded as the install's lock (`extra["lock"]`):
+`sqenv create --from PREFIX` installs exactly those files again, and
+`sqenv export` writes them as an explicit file or environment.yml.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from sqenv.build.base import BuildContext, BuildResult, Package
+from sqenv.build.pip import _uv, _uv_over_layers
+from sqenv.errors import BuildError, InputError, SqenvError, UsageError
+from sqenv.launch import template
+from sqenv.spec.conda import DEFAULT_ALIAS, channel_name, file_kind, host_platform, lock_from_prefix, read_explicit
+from sqenv.ui import VERBOSE
+
+ACTIVATE = ".sqenv/activate.sh"
+
+_PIP_LIST = (
+    "import json, importlib.metadata as m; print(json.dumps(sorted("
+    "(d.metadata['Name'], d.version) for d in m.distributions() if d.metadata['Name'] and "
+    "(d.read_text('INSTALLER') or '').strip() in ('uv', 'pip'))))"
+)
+
+EXTERNALLY_MANAGED = """\
+[externally-managed]
+Error=This Python belongs to a sqenv environment: it lives in a read-only image,
+ so pip cannot change it here. From outside the environment, add or remove
+ packages with `sqenv update PREFIX PKG...` (or `-r requirements.txt`), or
+ rebuild it with `sqenv create --force`. For packages of your own on top,
+ make a venv: `python -m venv --system-site-packages DIR`.
+"""
+
+
+# ------------------------------------------------------------ the worker
+def _explain(err: dict, ctx: BuildContext) -> SqenvError:
+    """One clear message for each failure the worker reports."""
+    kind, message, details = err.get("kind"), err.get("message", "conda step failed"), err.get("details")
+    shown = "\n".join("  | " + line for line in (details or "").splitlines()[-40:]) or None
+    alias = ctx.spec.conda.channel_alias or DEFAULT_ALIAS
+    channels = ", ".join(f"`{channel_name(c, alias)}`" for c in ctx.spec.conda.channels) or "the channels"
+    if kind == "missing":
+        close = err.get("suggestions") or []
+        hint = "check the name (search https://prefix.dev) and the channels given with `-c`"
+        if close:
+            hint = "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
+        return BuildError(f"package `{err['name']}` does not exist in {channels}", hint)
+    if kind == "nomatch":
+        versions = err.get("versions") or []
+        hint = f"available: {', '.join(versions[-12:])}" if versions else "relax the version constraint"
+        return BuildError(f"{message} in {channels}", hint)
+    if kind == "unsolvable":
+        hint = "relax the version constraints named in the explanation above"
+        if "__cuda" in (details or ""):
+            hint = "to build a GPU environment on a machine without a GPU, set CONDA_OVERRIDE_CUDA (e.g. `=12.4`)"
+        elif "__glibc" in (details or ""):
+            hint = "the packages need a newer glibc than this machine's; set CONDA_OVERRIDE_GLIBC if the nodes have it"
+        return BuildError(message, hint, shown)
+    if kind == "channel":
+        name = channel_name(err.get("channel", "?"), alias)
+        where = f" ({err['channel']})" if name != err.get("channel") else ""
+        return BuildError(
+            f"cannot reach channel `{name}`{where}: {message}",
+            "check the network and proxy settings; build from the package cache and local channels with "
+            "`--offline`, or use a mirror with `--channel-alias URL`",
+            shown if ctx.ui.level >= VERBOSE else None,
+        )
+    if kind == "offline-channel":
+        name = channel_name(err.get("channel", "?"), alias)
+        return BuildError(
+            f"channel `{name}` is not in the cache, and `--offline` forbids fetching it",
+            "build once without `--offline` to fill the cache, or use a local channel (`-c /path/to/channel`)",
+        )
+    if kind == "offline-package":
+        return BuildError(
+            f"{message} ({ctx.spec.conda.cache_dir}), and `--offline` forbids downloading it",
+            "build once online with the same `--pkgs-dir`, or drop `--offline`",
+        )
+    if kind == "checksum":
+        return BuildError(
+            message,
+            "the package file is not the one its channel index or lock names: re-index the channel, "
+            "or rebuild the lock; a damaged download is fetched again on retry",
+            shown,
+        )
+    if kind == "download":
+        return BuildError(message, "check the network, or build with `--offline` from the package cache", shown)
+    if kind in ("lockfile", "platform"):
+        return InputError(message, "make the lock for this platform, or build from the environment file", shown)
+    if kind == "locked-missing":
+        return BuildError(message, "the channel no longer serves it: rebuild from the environment file", shown)
+    return BuildError(f"conda step failed: {message}", "rerun with `-v` to see rattler's own output", shown)
+
+
+def _worker(ctx: BuildContext, op: str, request: dict, what: str) -> dict:
+    from sqenv.ui import run
+
+    req_path, resp_path = ctx.workdir / f"conda-{op}.json", ctx.workdir / f"conda-{op}.out.json"
+    req_path.write_text(json.dumps({**request, "op": op}))
+    argv = [sys.executable, "-m", "sqenv.build.conda_worker", str(req_path), str(resp_path)]
+    run(ctx.ui, argv, log=ctx.log, error=BuildError, what=what, cwd=ctx.cwd)
+    data = json.loads(resp_path.read_text())
+    if "error" in data:
+        raise _explain(data["error"], ctx)
+    return data
+
+
+def _common(ctx: BuildContext) -> dict:
+    conda = ctx.spec.conda
+    pkgs = Path(conda.cache_dir or Path.home() / ".cache" / "sqenv" / "pkgs")
+    try:
+        pkgs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot use the package cache `{pkgs}`: {exc.strerror}", "pass `--pkgs-dir DIR` or set SQENV_PKGS_DIR"
+        ) from None
+    return {
+        "platform": host_platform(),
+        "offline": conda.offline,
+        "pkgs_dir": str(pkgs),
+        "repodata_cache": str(pkgs / ".repodata"),
+    }
+
+
+# ------------------------------------------------------------ the packages
+def _locked(ctx: BuildContext) -> tuple[list[dict], list[str], list[str]]:
+    """(lock entries, pip pins, channels) of `--from PREFIX_OR_FILE` or an explicit file."""
+    conda = ctx.spec.conda
+    source = conda.lock_from or conda.explicit_file
+    assert source is not None
+    if source.is_dir():
+        _kind, version, _inputs = lock_from_prefix(source)
+        lock = version["lock"]
+        return list(lock["packages"]), list(conda.pip_requirements), list(lock.get("channels", []))
+    with ctx.ui.phase(f"Reading {source.name}"):
+        if conda.explicit_file or file_kind(source) == "explicit":
+            pairs = read_explicit(source, host_platform())
+            found = _worker(ctx, "explicit", {**_common(ctx), "packages": [{"url": u, "hash": h} for u, h in pairs]},
+                            f"reading `{source}`")  # fmt: skip
+            pins: list[str] = []
+            channels = list(dict.fromkeys(e["channel"] for e in found["packages"]))
+        else:
+            found = _worker(ctx, "lockfile", {**_common(ctx), "path": str(source)}, f"reading `{source}`")
+            pins, channels = found.get("pip", []), found.get("channels", [])
+    return found["packages"], list(conda.pip_requirements) + pins, channels
+
+
+def _solve(ctx: BuildContext) -> list[dict]:
+    conda = ctx.spec.conda
+    request = {**_common(ctx), "channels": list(conda.channels), "specs": list(conda.specs)}
+    names = ", ".join(channel_name(c, conda.channel_alias or DEFAULT_ALIAS) for c in conda.channels)
+    with ctx.ui.phase(f"Solving {len(conda.specs)} specs with {names}"):
+        found = _worker(ctx, "solve", request, "solving")
+    ctx.ui.detail("virtual packages: " + " ".join(found.get("virtual_packages", [])))
+    return found["packages"]
+
+
+def _install(ctx: BuildContext, packages: list[dict]) -> None:
+    # Hard links into the package cache only when nothing will edit the files in place.
+    request = {**_common(ctx), "packages": packages, "staging": str(ctx.staging), "mount": ctx.mount_path,
+               "hardlinks": ctx.spec.post_install is None}  # fmt: skip
+    with ctx.ui.phase(f"Installing {len(packages)} conda packages"):
+        _worker(ctx, "install", request, "installing the conda packages")
+    (ctx.staging / "CACHEDIR.TAG").unlink(missing_ok=True)
+    for meta in (ctx.staging / "conda-meta").glob("*.json"):
+        data = json.loads(meta.read_text())
+        data.pop("extracted_package_dir", None)  # host paths of the package cache
+        if isinstance(data.get("link"), dict):
+            data["link"].pop("source", None)
+        meta.write_text(json.dumps(data, indent=1))
+
+
+# ------------------------------------------------------------ pip on top
+def _pip(ctx: BuildContext, lines: list[str], files: list[Path]) -> None:
+    if not lines and not files:
+        return
+    python = ctx.staging / "bin" / "python"
+    if not (python.exists() or python.is_symlink()):
+        raise InputError(
+            "the `pip:` packages (or `-r` files) need Python in the conda environment, and it has none",
+            "add `python` (and `pip`) to the conda dependencies",
+        )
+    argv = ["pip", "install", "--python", f"{ctx.mount_path}/bin/python", "--compile-bytecode",
+            "--break-system-packages"]  # fmt: skip
+    if lines:
+        req = ctx.workdir / "pip-requirements.txt"
+        req.write_text("".join(line + "\n" for line in lines))
+        argv += ["-r", str(req)]
+    for path in files:
+        argv += ["-r", str(path)]
+    env_file = ctx.spec.conda.environment_file
+    with ctx.ui.phase("Installing the pip packages into the conda Python"):
+        if env_file is not None:  # relative paths in the `pip:` section are relative to the yml
+            ctx = replace(ctx, cwd=env_file.parent)
+        _uv(ctx, argv, "installing the pip packages")
+
+
+def _pip_packages(ctx: BuildContext) -> list[Package]:
+    out = ctx.run([f"{ctx.mount_path}/bin/python", "-c", _PIP_LIST], what="listing the pip packages")
+    return [Package(name=n, version=v, manager="pip") for n, v in json.loads(out.strip().splitlines()[-1])]
+
+
+# ------------------------------------------------------------ activation
+def _sh_ok(script: Path) -> bool:
+    return subprocess.run(["/bin/sh", "-n", str(script)], capture_output=True).returncode == 0
+
+
+def write_activation(ctx: BuildContext) -> None:
+    """`.sqenv/activate.sh` (and conda's own `conda-meta/state` for the yml's variables)."""
+    staging = ctx.staging
+    variables: dict[str, str] = {}
+    for path in sorted((staging / "etc" / "conda" / "env_vars.d").glob("*.json")):
+        try:
+            variables.update({str(k): str(v) for k, v in json.loads(path.read_text()).items()})
+        except (OSError, ValueError, AttributeError):
+            ctx.ui.warn(f"ignoring {path.relative_to(staging)}: not a JSON object of variables")
+    own = dict(ctx.spec.conda.variables)
+    variables.update(own)
+    scripts = []
+    for script in sorted((staging / "etc" / "conda" / "activate.d").glob("*.sh")):
+        if _sh_ok(script):
+            scripts.append(script.name)
+        else:
+            ctx.ui.warn(f"skipping activation script {script.name}: it is not valid POSIX sh")
+    body = template("activate.sh")
+    # Values are literal, as conda sets them (no `$VAR` expansion); the scripts are the packages'.
+    exports = "".join(f"# shellcheck disable=SC2016\nexport {k}={shlex.quote(v)}\n" for k, v in variables.items())
+    sources = "".join(
+        f'# shellcheck source=/dev/null\n. "$CONDA_PREFIX"/etc/conda/activate.d/{shlex.quote(s)}\n' for s in scripts
+    )
+    body = body.replace("# @VARIABLES@\n", exports or ":\n").replace("# @SCRIPTS@\n", sources or ":\n")
+    target = staging / ACTIVATE
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(body)
+    target.chmod(0o644)
+    if own and (staging / "conda-meta").is_dir():
+        (staging / "conda-meta" / "state").write_text(json.dumps({"env_vars": own}, indent=1) + "\n")
+
+
+def mark_externally_managed(staging: Path) -> None:
+    """PEP 668 marker in the conda Python's stdlib directory (a conda Python is not a venv)."""
+    for os_py in staging.glob("lib/python3*/os.py"):
+        marker = os_py.parent / "EXTERNALLY-MANAGED"
+        if not marker.exists():
+            marker.write_text(EXTERNALLY_MANAGED)
+
+
+# ------------------------------------------------------------ builder interface
+def _package(e: dict, alias: str) -> Package:
+    return Package(name=e["name"], version=e["version"], manager="conda", build=e["build"],
+                   channel=channel_name(e["channel"], alias), url=e["url"], sha256=e.get("sha256"))  # fmt: skip
+
+
+def _python_info(packages: list[dict], mount: str) -> dict | None:
+    python = next((e for e in packages if e["name"] == "python"), None)
+    if python is None:
+        return None
+    return {"version": python["version"], "implementation": "cpython", "executable": f"{mount}/bin/python",
+            "prefix": mount, "manager": "conda"}  # fmt: skip
+
+
+def build(ctx: BuildContext) -> BuildResult:
+    conda = ctx.spec.conda
+    if conda.lock_from or conda.explicit_file:
+        packages, pip_lines, channels = _locked(ctx)
+    else:
+        packages, pip_lines, channels = _solve(ctx), list(conda.pip_requirements), list(conda.channels)
+    _install(ctx, packages)
+    _pip(ctx, pip_lines, list(conda.pip_requirement_files))
+    alias = conda.channel_alias or DEFAULT_ALIAS
+    result = BuildResult(
+        packages=[_package(e, alias) for e in packages],
+        python=_python_info(packages, ctx.mount_path),
+        # Always: conda users and tools expect CONDA_PREFIX & co. even without activate.d scripts.
+        activate=True,
+        extra={"lock": {"platform": host_platform(), "channels": channels, "packages": packages}},
+    )
+    if pip_lines or conda.pip_requirement_files:
+        result.packages += _pip_packages(ctx)
+    write_activation(ctx)
+    if ctx.spec.post_install is None:
+        mark_externally_managed(ctx.staging)  # else after the script (`refresh`): it may use pip
+    return result
+
+
+def refresh(ctx: BuildContext, result: BuildResult) -> BuildResult:
+    """After a post-install script: the pip packages again, the activation, the PEP 668 marker."""
+    has_python = result.python is not None or (ctx.staging / "bin" / "python").exists()
+    if has_python:
+        result.packages = [p for p in result.packages if p.manager != "pip"] + _pip_packages(ctx)
+    if not ctx.mounts:  # a create: the staging directory is the whole environment
+        write_activation(ctx)
+        mark_externally_managed(ctx.staging)
+    return result
+
+
+def update(ctx: BuildContext, change) -> BuildResult:
+    """`sqenv update` of a conda install: pip packages on top (the conda part is rebuilt with `create`)."""
+    base = change.base
+    if change.environment_file is not None:
+        raise UsageError(
+            "changing the conda packages of an install is not supported by `sqenv update`",
+            "rebuild it: `sqenv create --force PREFIX -f environment.yml`",
+        )
+    conda_names = {p["name"] for p in base.get("packages", []) if p.get("manager") == "conda"}
+    for name in change.remove:
+        if name in conda_names:
+            raise UsageError(f"`{name}` is a conda package; `sqenv update` changes only the pip packages on top")
+    if not base.get("python"):
+        raise UsageError("this conda environment has no Python, so pip packages cannot be added to it")
+    python = f"{ctx.mount_path}/bin/python"
+    if change.remove:
+        with ctx.ui.phase("Removing " + ", ".join(change.remove)):
+            _uv_over_layers(ctx, ["pip", "uninstall", "--python", python, "--break-system-packages",
+                                  *change.remove], "removing packages")  # fmt: skip
+    if change.requirement_files or change.packages:
+        argv = ["pip", "install", "--python", python, "--compile-bytecode", "--break-system-packages"]
+        for path in change.requirement_files:
+            argv += ["-r", str(path)]
+        with ctx.ui.phase("Resolving, downloading and installing packages"):
+            _uv_over_layers(ctx, [*argv, *change.packages], "installing packages")
+    keep = [Package(**{k: v for k, v in p.items() if k in Package.__dataclass_fields__})
+            for p in base.get("packages", []) if p.get("manager") == "conda"]  # fmt: skip
+    return BuildResult(packages=keep + _pip_packages(ctx), python=base.get("python"), activate=True)

@@ -1,0 +1,346 @@
+"""Versions of an install: the lock, the switch, repair, the keep window, history, rollback.
+
+A version is a record in `sqenv.json` naming its image layers (bottom first).
+The launcher names the layers new launches use, so replacing it (one rename)
+is what switches versions; running programs keep the mounts they started with.
+Metadata and launcher are two files, so a change goes in this order:
+
+    1. new image renamed into place           (`vN-ID.sqfs`)
+    2. metadata: the new record, `pending`    (`current` unchanged)
+    3. launcher replaced                      <- the switch
+    4. metadata: `current` moved, old versions beyond `keep` dropped
+    5. images no kept version uses deleted
+
+`repair` runs under the lock before every change and finishes or undoes a
+sequence that a SIGKILL cut short, from the layers the launcher names. Temp
+files are all called `.sqenv-update-*` and are swept there too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import secrets
+import shlex
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from sqenv import __version__
+from sqenv.errors import PrefixError, UsageError
+from sqenv.pack import Image
+from sqenv.pipeline import now
+from sqenv.publish import launchers, metadata
+from sqenv.publish.layout import Install, image_name
+from sqenv.publish.publisher import remove_tree
+from sqenv.ui import UI
+
+TEMP_PREFIX = ".sqenv-update-"
+DEFAULT_KEEP = 3
+_IMAGE = re.compile(r"v\d+-[0-9a-f]+\.sqfs")
+_OTHER_TEMPS = (".launcher.new", ".sqenv.json.")
+
+
+@contextlib.contextmanager
+def shared_umask() -> Iterator[int]:
+    """The caller's umask, but never creating world-writable files."""
+    old = os.umask(0o002)
+    os.umask(old | 0o002)
+    try:
+        yield old | 0o002
+    finally:
+        os.umask(old)
+
+
+def file_mode(executable: bool = False) -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if executable else 0o666) & ~mask & ~0o002
+
+
+def adopt(install: Install, path: Path, executable: bool = False) -> None:
+    """Give a new file the prefix's group (when it differs and we may) and the umask's mode."""
+    os.chmod(path, file_mode(executable))
+    gid = install.prefix.stat().st_gid
+    if path.stat().st_gid != gid:
+        with contextlib.suppress(OSError):
+            os.chown(path, -1, gid)
+
+
+def temp_path(install: Install, suffix: str) -> Path:
+    return install.prefix / f"{TEMP_PREFIX}{secrets.token_hex(4)}{suffix}"
+
+
+@contextlib.contextmanager
+def locked(install: Install, ui: UI) -> Iterator[None]:
+    """Exclusive lock on the prefix directory itself (no lock file to leave behind)."""
+    if not os.access(install.prefix, os.W_OK | os.X_OK):
+        raise PrefixError(
+            f"cannot change `{install.prefix}`: permission denied",
+            "ask its owner; a group can share updates when the prefix is group-writable (umask 0007)",
+        )
+    try:
+        fd = os.open(install.prefix, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PrefixError(f"cannot open `{install.prefix}`: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            ui.info(f"Waiting for another sqenv command that is changing {install.prefix} ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            ui.warn(f"the file system of {install.prefix} has no locks: do not run two updates at once")
+        yield
+    finally:
+        os.close(fd)
+
+
+def launcher_layers(install: Install) -> list[str] | None:
+    """The layers the launcher hands to new launches (None if unreadable)."""
+    try:
+        text = install.launcher.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("SQENV_LAYERS="):
+            words = shlex.split(line.partition("=")[2])
+            return words[0].split() if words else []
+    return None
+
+
+def by_number(data: dict, number: int) -> dict:
+    for version in data["versions"]:
+        if version["number"] == number and not version.get("pending"):
+            return version
+    kept = ", ".join(str(v["number"]) for v in data["versions"] if not v.get("pending"))
+    raise UsageError(f"there is no version {number} (kept: {kept})", "see `sqenv history PREFIX`")
+
+
+def kept_versions(data: dict) -> list[dict]:
+    """The current version plus the newest others, `keep` in all."""
+    keep = max(1, int(data.get("keep", DEFAULT_KEEP)))
+    done = [v for v in data["versions"] if not v.get("pending")]
+    newest = sorted(done, key=lambda v: v["number"], reverse=True)
+    chosen = [v for v in newest if v["number"] == data["current"]]
+    chosen += [v for v in newest if v["number"] != data["current"]][: keep - 1]
+    return sorted(chosen, key=lambda v: v["number"])
+
+
+def used_images(data: dict) -> set[str]:
+    return {name for version in data["versions"] for name in version["layers"]}
+
+
+def delete_unused(install: Install, data: dict, ui: UI) -> None:
+    used = used_images(data)
+    for entry in install.prefix.iterdir():
+        if _IMAGE.fullmatch(entry.name) and entry.name not in used:
+            ui.detail(f"removing unused image {entry.name}")
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+
+def sweep(install: Install, data: dict, ui: UI) -> None:
+    """Remove what an interrupted update, rollback or compact left (caller holds the lock)."""
+    for entry in install.prefix.iterdir():
+        if entry.name.startswith(TEMP_PREFIX) or entry.name.startswith(_OTHER_TEMPS):
+            ui.detail(f"removing leftover {entry.name}")
+            remove_tree(entry)
+    delete_unused(install, data, ui)
+
+
+def header_values(text: str) -> dict[str, str]:
+    """The literal `SQENV_X=value` settings a launcher was written with (site config: engine, MPI, ...)."""
+    values = {}
+    for line in text.splitlines()[2:]:
+        key, eq, raw = line.partition("=")
+        if not eq or not key.startswith("SQENV_"):
+            break
+        with contextlib.suppress(ValueError):
+            words = shlex.split(raw)
+            value = words[0] if words else ""
+            if shlex.quote(value) == raw:  # a literal, not an expansion like ${SQENV_IDLE_TIMEOUT:-60}
+                values[key] = value
+    return values
+
+
+def switch(install: Install, version: dict) -> None:
+    """Point the launcher (one rename) and the bin/ entries at a version.
+
+    The launcher is written afresh (this sqenv's body), keeping the settings
+    the previous one was written with; only the layers and activation change."""
+    tmp = temp_path(install, ".launcher")
+    try:
+        keep = {}
+        with contextlib.suppress(OSError):
+            keep = header_values(install.launcher.read_text())
+        for key in ("SQENV_LAYERS", "SQENV_ACTIVATE", "SQENV_MOUNT_PATH"):
+            keep.pop(key, None)
+        text = launchers.render(version["layers"], activate=bool(version.get("activate")), options=version.get("launch"))
+        tmp.write_text(text)
+        adopt(install, tmp, executable=True)
+        os.replace(tmp, install.launcher)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    install.bin.mkdir(exist_ok=True)
+    wanted = set(version["programs"])
+    for entry in install.bin.iterdir():
+        if entry.name not in wanted and entry.is_symlink():
+            entry.unlink()
+    for name in version["programs"]:
+        link = install.bin / name
+        if not link.is_symlink():
+            link.symlink_to("../launcher")
+
+
+def save(install: Install, data: dict) -> None:
+    metadata.save(install.metadata, data, mode=file_mode())
+
+
+def finish(install: Install, data: dict, number: int, ui: UI) -> None:
+    """Steps 4 and 5: make `number` current, keep the window, drop unused images."""
+    data["current"] = number
+    for version in data["versions"]:
+        if version["number"] == number:
+            version.pop("pending", None)
+    data["versions"] = kept_versions(data)
+    save(install, data)
+    delete_unused(install, data, ui)
+
+
+@contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the switch and its bookkeeping are done (a few milliseconds)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def image_record(name: str, image: Image) -> dict:
+    return {"file": name, "sha256": image.sha256, "size": image.size, "installed_size": image.installed_size,
+            "files_inside": image.files_inside, "readable": True}  # fmt: skip
+
+
+_TRANSIENT = ("number", "created", "change", "summary", "base", "inputs", "pending", "sqenv_version")
+
+
+def new_record(base: dict, change: str, **values: object) -> dict:
+    """A version record that starts as a copy of `base` (python, activate, a builder's extra keys)."""
+    return {
+        **{k: v for k, v in base.items() if k not in _TRANSIENT},
+        "change": change,
+        "base": base["number"],
+        **values,
+    }
+
+
+def publish(install: Install, data: dict, record: dict, tmp: Path, image: Image, ui: UI, *, whole: bool) -> dict:
+    """Steps 1-5 of `sqenv.versions`: the new image becomes the version's top layer (`whole`: its only one)."""
+    number = max(v["number"] for v in data["versions"]) + 1
+    name = image_name(number, image.id)
+    adopt(install, tmp)
+    record.update(number=number, created=now(), sqenv_version=__version__, pending=True)
+    if whole:
+        record["layers"], record["images"] = [name], [image_record(name, image)]
+    else:
+        record["layers"] = [*record["layers"], name]
+        record["images"] = [*record["images"], image_record(name, image)]
+    with ui.phase(f"Publishing version {number}"), _no_interrupts():
+        try:
+            os.replace(tmp, install.image(name))
+            data["versions"].append(record)
+            save(install, data)
+            switch(install, record)
+        except OSError as exc:  # nothing switched: take the new version back out
+            data["versions"] = [v for v in data["versions"] if v is not record]
+            with contextlib.suppress(OSError):
+                save(install, data)
+                install.image(name).unlink()
+            raise PrefixError(f"cannot write into `{install.prefix}`: {exc.strerror}; nothing was changed") from None
+        try:
+            finish(install, data, number, ui)
+        except OSError as exc:
+            ui.warn(f"version {number} is in use, but tidying up failed ({exc.strerror}); the next update retries")
+    return record
+
+
+def repair(install: Install, ui: UI) -> dict:
+    """Finish or undo an interrupted change, sweep leftovers; return the metadata."""
+    data = metadata.load(install.metadata)
+    live = launcher_layers(install)
+    target = next((v for v in data["versions"] if live is not None and v["layers"] == live), None)
+    if target is None:
+        if live is not None:
+            ui.warn(f"the launcher of {install.prefix} names layers no version has; left as it is")
+    elif target["number"] != data["current"] or target.get("pending"):
+        ui.info(f"Completing an interrupted change: version {target['number']} is current")
+        finish(install, data, target["number"], ui)
+    if any(v.get("pending") for v in data["versions"]):
+        ui.info("Removing the remains of an interrupted update")
+        data["versions"] = [v for v in data["versions"] if not v.get("pending")]
+        save(install, data)
+    sweep(install, data, ui)
+    return data
+
+
+def history(install: Install) -> tuple[list[dict], int]:
+    """The finished versions (oldest first) and the number new launches use.
+
+    Read-only: the current version is the one the launcher names, even when
+    an interrupted change has not been repaired yet."""
+    data = metadata.load(install.metadata)
+    live = next((v for v in data["versions"] if v["layers"] == launcher_layers(install)), None)
+    versions = [v for v in data["versions"] if not v.get("pending") or v is live]
+    current = live["number"] if live else data["current"]
+    return sorted(versions, key=lambda v: v["number"]), current
+
+
+def package_diff(old: list[dict], new: list[dict]) -> str:
+    """`+requests 2.32.3, -six, idna 3.6→3.7` (empty when the package sets are equal)."""
+    before = {canonicalize_name(p["name"]): p for p in old}
+    after = {canonicalize_name(p["name"]): p for p in new}
+    parts = [f"+{p['name']} {p['version']}" for k, p in sorted(after.items()) if k not in before]
+    parts += [f"-{p['name']}" for k, p in sorted(before.items()) if k not in after]
+    parts += [
+        f"{p['name']} {before[k]['version']}→{p['version']}"
+        for k, p in sorted(after.items())
+        if k in before and before[k]["version"] != p["version"]
+    ]
+    return ", ".join(parts)
+
+
+def rollback(prefix: Path, ui: UI, to: int | None = None) -> dict:
+    """Switch new launches to an older (or any kept) version; returns its record."""
+    install = Install.open(prefix)
+    with shared_umask(), locked(install, ui):
+        data = repair(install, ui)
+        current = data["current"]
+        if to is None:
+            older = [v["number"] for v in data["versions"] if v["number"] < current]
+            if not older:
+                raise UsageError(f"version {current} is the oldest version kept; nothing to roll back to")
+            to = max(older)
+        target = by_number(data, to)
+        if to == current:
+            ui.info(f"Version {to} is already current")
+            return target
+        missing = [name for name in target["layers"] if not install.image(name).is_file()]
+        if missing:
+            raise PrefixError(f"version {to} cannot be used: image {', '.join(missing)} is missing")
+        with _no_interrupts():
+            switch(install, target)
+            data["current"] = to
+            save(install, data)
+    ui.info(f"Rolled back {install.prefix} to version {to} (was {current}); running programs keep theirs")
+    return target
