@@ -167,8 +167,9 @@ def test_whiteouts_and_replaced_directories_survive_layers_and_compaction(env: P
 
 
 def test_rollback_and_forward(env: Path, tmp_path: Path) -> None:
-    launcher = env / "launcher"  # a setting the launcher was written with (site config) survives switches
-    launcher.write_text(launcher.read_text().replace("SQENV_DEFAULT_ENGINE=auto", "SQENV_DEFAULT_ENGINE=embedded"))
+    data = meta(env)  # the install's own launch settings are carried from version to version
+    data["versions"][0]["launch"] = {"engine": "embedded"}
+    (env / "sqenv.json").write_text(json.dumps(data))
     ok(sqenv("update", env, "idna"))
     ok(sqenv("update", env, "tomli"))
     ok(sqenv("rollback", env))
@@ -185,7 +186,7 @@ def test_rollback_and_forward(env: Path, tmp_path: Path) -> None:
     data = meta(env)
     assert [v["number"] for v in data["versions"]] == [3, 4] and data["versions"][-1]["base"] == 1
     assert not importable(env, "tomli") and not importable(env, "idna") and importable(env, "iniconfig")
-    assert "SQENV_DEFAULT_ENGINE=embedded\n" in launcher.read_text()
+    assert "SQENV_DEFAULT_ENGINE=embedded\n" in (env / "launcher").read_text()
     assert_clean(env, tmp_path / "build")
 
 

@@ -58,6 +58,7 @@ def version_record(
                 "size": img.size,
                 "installed_size": img.installed_size,
                 "files_inside": img.files_inside,
+                "readable": True,
             }
             for name, img in zip(layers[-len(images) :], images, strict=True)
         ],

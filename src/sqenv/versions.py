@@ -156,35 +156,15 @@ def sweep(install: Install, data: dict, ui: UI) -> None:
     delete_unused(install, data, ui)
 
 
-def header_values(text: str) -> dict[str, str]:
-    """The literal `SQENV_X=value` settings a launcher was written with (site config: engine, MPI, ...)."""
-    values = {}
-    for line in text.splitlines()[2:]:
-        key, eq, raw = line.partition("=")
-        if not eq or not key.startswith("SQENV_"):
-            break
-        with contextlib.suppress(ValueError):
-            words = shlex.split(raw)
-            value = words[0] if words else ""
-            if shlex.quote(value) == raw:  # a literal, not an expansion like ${SQENV_IDLE_TIMEOUT:-60}
-                values[key] = value
-    return values
-
-
 def switch(install: Install, version: dict) -> None:
     """Point the launcher (one rename) and the bin/ entries at a version.
 
-    The launcher is written afresh (this sqenv's body), keeping the settings
-    the previous one was written with; only the layers and activation change."""
+    The launcher is written afresh (this sqenv's body, the site config) with
+    the version's own launch settings (its record's `launch`)."""
     tmp = temp_path(install, ".launcher")
     try:
-        keep = {}
-        with contextlib.suppress(OSError):
-            keep = header_values(install.launcher.read_text())
-        for key in ("SQENV_LAYERS", "SQENV_ACTIVATE", "SQENV_MOUNT_PATH"):
-            keep.pop(key, None)
-        text = launchers.render(version["layers"], activate=bool(version.get("activate")), options=version.get("launch"))
-        tmp.write_text(text)
+        activate = bool(version.get("activate"))
+        tmp.write_text(launchers.render(version["layers"], activate=activate, options=version.get("launch")))
         adopt(install, tmp, executable=True)
         os.replace(tmp, install.launcher)
     finally:

@@ -76,6 +76,10 @@ def pack(
         str(output),
         "-noappend",
         "-all-root",
+        # Everyone may read everything: images are shared by groups, and the
+        # overlay of an updated install checks modes (a bind mount does not).
+        "-action",
+        "chmod(a+rX)@true",
         "-comp",
         compression,
         "-processors",

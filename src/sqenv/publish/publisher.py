@@ -8,6 +8,7 @@ SIGTERM the sibling is removed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -18,20 +19,25 @@ from sqenv.errors import PrefixError
 
 
 def remove_tree(path: Path) -> None:
-    """rm -rf that also removes read-only entries (installed trees have some)."""
-
-    def fix(func, target, _exc):
-        try:
-            os.chmod(os.path.dirname(target), 0o700)
-            os.chmod(target, 0o700)
-        except OSError:
-            pass
-        func(target)
-
+    """rm -rf that also removes trees with read-only or mode-000 directories
+    (installed packages have some; so does overlayfs's work directory)."""
     if path.is_symlink() or path.is_file():
         path.unlink()
-    elif path.exists():
-        shutil.rmtree(path, onerror=fix)
+        return
+    if not path.exists():
+        return
+    try:
+        shutil.rmtree(path)
+        return
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    for root, dirs, _files in os.walk(path):  # top-down: each directory is opened after its chmod
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
+    shutil.rmtree(path)
 
 
 def check_prefix(prefix: Path, force: bool) -> None:
