@@ -3,8 +3,9 @@
 The machine set-up that only root can do happens here, once per session, and
 is what the README's machine set-up does on a cluster node:
 - `/dev/fuse` made mode 0666 (it is 0600 on these VMs, 0666 on ordinary distros);
-- root's home made traversable (0711) so the test user can run this checkout's
-  sqenv, which lives in root's pyenv; nothing in it becomes readable.
+- the directories above this checkout and above the Python running the tests
+  made traversable (o+x, e.g. root's home 0700 -> 0701) so the test user can
+  run this checkout's sqenv; nothing becomes listable or readable by that.
 Environments used by the tests are built by the ordinary user, on Debian's
 /usr/bin/python3 (root's pyenv Python is not usable by other users).
 """
@@ -74,12 +75,22 @@ def ensure_user(name: str) -> User:
     return User(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
 
 
+def _traversable(path: Path) -> None:
+    """Let other users pass through (not list) every directory above `path`."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def machine_setup() -> None:
     if os.geteuid() == 0:
         if os.path.exists("/dev/fuse"):
             os.chmod("/dev/fuse", 0o666)
-        os.chmod(os.path.expanduser("~root"), 0o711)
+        # the test user runs this checkout's sqenv with this interpreter
+        for path in (ROOT, Path(sys.executable).resolve().parent, Path(sys.prefix)):
+            _traversable(path)
 
 
 @pytest.fixture(scope="session")
