@@ -330,7 +330,9 @@ def test_mpi_host_puts_configured_dirs_first(hpc: User, env: Path, scratch: Path
     assert values["SQENV_LD_PREPEND"] == want
     install = Install(prefix)
     version = metadata.current(metadata.load(install.metadata))
-    launchers.write(install, version["layers"], version["programs"], activate=False, extra=values)
+    launchers.write(
+        install, version["layers"], version["programs"], activate=False, options={"mpi": "host"}, config=cfg
+    )
     code = "import os; from mpi4py import MPI; print(os.environ['LD_LIBRARY_PATH']); print(MPI.Get_library_version())"
     for given, expected in (("/user/lib", f"{want}:/user/lib"), (f"{want}:/user/lib", f"{want}:/user/lib")):
         out = ok(run([f"{prefix}/bin/python", "-c", code], user=hpc, env=task_env(LD_LIBRARY_PATH=given)))

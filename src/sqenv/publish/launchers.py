@@ -84,11 +84,17 @@ def exec_mode() -> int:
 
 
 def write(
-    install: Install, layers: list[str], names: list[str], *, activate: bool, options: dict[str, str] | None = None
+    install: Install,
+    layers: list[str],
+    names: list[str],
+    *,
+    activate: bool,
+    options: dict[str, str] | None = None,
+    config: Config | None = None,
 ) -> None:
     """Write the launcher atomically, then add missing bin/ entries and drop stale ones."""
     tmp = install.launcher.with_name(".launcher.new")
-    tmp.write_text(render(layers, activate=activate, options=options))
+    tmp.write_text(render(layers, activate=activate, options=options, config=config))
     tmp.chmod(exec_mode())
     os.replace(tmp, install.launcher)
     install.bin.mkdir(exist_ok=True)
