@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import BASE_PYTHON, User, fuse_mounts, ok, run, sqenv
+from conftest import BASE_PYTHON, User, fuse_mounts, need, ok, run, sqenv
 
 pytestmark = pytest.mark.slow
 
@@ -237,6 +237,18 @@ def test_files_on_disk_and_info(numpy_env: Path) -> None:
     assert info["image_size"] < 0.5 * info["installed_size"]
     human = ok(sqenv("info", numpy_env)).stdout
     assert "numpy" in human and "inside the image" in human
+
+
+@pytest.mark.parametrize("activate", [False, True])
+def test_assembled_launcher_is_shellcheck_clean(tmp_path: Path, activate: bool) -> None:
+    need("shellcheck")
+    from sqenv.publish.launchers import render
+
+    launcher = tmp_path / "launcher"
+    launcher.write_text(render(["v1-0123456789abcdef.sqfs", "v2-fedcba9876543210.sqfs"], activate=activate,
+                               options={"mpi": "host"}))
+    proc = run(["shellcheck", "-s", "sh", str(launcher)])
+    assert proc.returncode == 0, proc.stdout
 
 
 def test_doctor_passes_here() -> None:

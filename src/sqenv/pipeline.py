@@ -44,6 +44,7 @@ def version_record(
     layers: list[str],
     programs: list[str],
     change: str,
+    launch: dict[str, str] | None = None,
 ) -> dict:
     return {
         "number": number,
@@ -67,7 +68,7 @@ def version_record(
         "packages": [{k: v for k, v in vars(p).items() if v is not None} for p in result.packages],
         "programs": programs,
         "activate": result.activate,
-        "launch": {key: value for key, value in (("mpi", spec.mpi),) if value},
+        "launch": launch or {},
         **result.extra,
     }
 
@@ -83,7 +84,10 @@ def create(spec: BuildSpec, ui: UI) -> Install:
         ctx = BuildContext(spec=spec, staging=staging, workdir=work, enter=enter, ui=ui, cwd=Path.cwd(),
                            log_path=log_file("create"))
         result = build(ctx)
-        names = launchers.programs(staging)
+        # a builder may name its programs (wrap -w) and launch options (wrap --mask: the mount path)
+        names = result.extra.pop("programs", None) or launchers.programs(staging)
+        launch = {key: value for key, value in (("mpi", spec.mpi), ("engine", spec.engine)) if value}
+        launch.update(result.extra.pop("launch", {}))
         tmp_image = out / ".image.sqfs"
         image = pack(
             ui,
@@ -99,16 +103,19 @@ def create(spec: BuildSpec, ui: UI) -> Install:
         install = Install(out)
         shutil.copy2(enter, install.enter)
         install.enter.chmod(launchers.exec_mode())
-        launch = {key: value for key, value in (("mpi", spec.mpi),) if value}
+        if spec.base_image:
+            from sqenv.wrap_sif import add_container
+
+            add_container(out, spec.base_image, ui)
         launchers.write(install, [layer], names, activate=result.activate, options=launch)
         data = {
             "format": metadata.FORMAT,
             "kind": spec.kind,
-            "mount_path": MOUNT_PATH,
+            "mount_path": launch.get("mount_path", MOUNT_PATH),
             "created": now(),
             "current": 1,
             "keep": load_config().get("keep_versions"),
-            "versions": [version_record(1, spec, result, [image], [layer], names, "create")],
+            "versions": [version_record(1, spec, result, [image], [layer], names, "create", launch)],
         }
         metadata.save(install.metadata, data, mode=0o666 & launchers.exec_mode())
         publisher.commit()

@@ -79,12 +79,10 @@ def _builder(kind: str):
     if kind == "pip":
         from sqenv.build import pip as builder
     elif kind == "conda":
-        try:
-            from sqenv.build import conda as builder  # type: ignore[no-redef]
-        except ImportError:
-            builder = None  # type: ignore[assignment]
+        from sqenv.build import conda as builder  # type: ignore[no-redef]
     else:
-        raise UsageError(f"`{kind}` installs cannot be updated", "rebuild it with `sqenv create --force`")
+        raise UsageError(f"`{kind}` installs cannot be updated",
+                         "wrap the changed tree again with `sqenv wrap SOURCE --prefix PREFIX --force`")
     if not hasattr(builder, "update"):
         raise UsageError(
             f"updating {kind} environments is not supported yet", "rebuild it with `sqenv create --force PREFIX ...`"

@@ -12,11 +12,11 @@ import signal
 from collections.abc import Sequence
 
 from sqenv import __version__
-from sqenv.cli import config, create, doctor, export, info, run, stage, update
+from sqenv.cli import config, create, doctor, export, info, run, stage, update, wrap
 from sqenv.errors import BuildError, Interrupted, SqenvError, UsageError
 from sqenv.ui import NORMAL, QUIET, UI, VERBOSE
 
-COMMANDS = (create, run, info, doctor, update, export, stage, config)
+COMMANDS = (create, run, info, doctor, update, export, stage, config, wrap)
 
 
 class Parser(argparse.ArgumentParser):

@@ -69,6 +69,18 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
         choices=("none", "host"),
         help="host: use the host's MPI library at run time (config: mpi, mpi_libraries)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "embedded", "apptainer", "singularity"),
+        help="how launchers run programs (default: config `engine`, else auto: embedded where it can, else apptainer)",
+    )
+    p.add_argument(
+        "--base-image",
+        type=Path,
+        metavar="SIF",
+        help="container the apptainer engine runs the environment in (an image of this system's OS, with the "
+        "environment's base Python); copied into PREFIX as container.sif",
+    )
     p.add_argument("--force", action="store_true", help="replace PREFIX if it exists")
     add_build_options(p)
     add_output_options(p)
@@ -93,6 +105,8 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
         pre_install=args.pre_install.absolute() if args.pre_install else None,
         compression=args.compression or "zstd",
         mpi=args.mpi,
+        engine=getattr(args, "engine", None),
+        base_image=args.base_image.absolute() if getattr(args, "base_image", None) else None,
         compression_level=args.compression_level,
         jobs=args.jobs,
         force=args.force,

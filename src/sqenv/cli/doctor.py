@@ -1,13 +1,23 @@
-"""`sqenv doctor`: can this node build and run environments? Each failure with its fix."""
+"""`sqenv doctor [PREFIX]`: can this node build and run environments? Each failure with its fix.
+
+It also says which engine a launcher would use here and why, by running the
+launcher's own choice (its engine section and the engines' `usable` checks,
+the shipped sh code) with the `exec` functions replaced by `echo`: the
+answer cannot drift from what launchers do.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqenv.errors import SqenvError
 from sqenv.ui import UI
@@ -95,23 +105,201 @@ CHECKS = (
 )
 
 
+# ------------------------------------------------------------------ engine choice
+_STUBS = """
+sqenv_die() { printf 'none\\n%s\\n' "$1"; exit 0; }
+sqenv_embedded_exec() { echo embedded; exit 0; }
+sqenv_apptainer_exec() { echo "$sqenv_engine"; exit 0; }
+"""
+_ENGINE_SECTION = "# --- Engine"
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine a launcher would use on this node, why, and what would still fail."""
+
+    engine: str  # embedded | apptainer | singularity | none
+    why: str
+    problems: tuple[str, ...] = ()
+
+
+def launcher_choice(enter_dir: Path, default: str, env: Mapping[str, str]) -> tuple[str, str]:
+    """(engine, message) from the launcher's own engine section, run in sh."""
+    from sqenv.engines import ENGINES, engine_script
+    from sqenv.launch import template
+
+    body = template("launcher.sh")
+    start = body.find(_ENGINE_SECTION)
+    if start < 0:
+        raise SqenvError("cannot find the engine choice in launcher.sh", "this is a bug in sqenv")
+    script = "\n".join([*(engine_script(name) for name in ENGINES), _STUBS, body[start:]])
+    full = {**env, "SQENV_PREFIX": str(enter_dir), "SQENV_DEFAULT_ENGINE": default}
+    proc = subprocess.run(["sh", "-c", script, "sqenv-doctor"], capture_output=True, text=True, env=full)
+    lines = proc.stdout.splitlines() or ["none", proc.stderr.strip()]
+    return lines[0], " ".join(lines[1:])
+
+
+def _embedded_blockers(enter: Path) -> list[str]:
+    """Why `sqenv_embedded_usable` says no, in words (the same tests)."""
+    found = []
+    problem = _fuse()
+    if problem:
+        found.append(problem)
+    if not os.access(enter, os.X_OK):
+        found.append(f"`{enter}` is not executable")
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as fh:
+            if int(fh.read()) <= 0:
+                found.append("user namespaces are disabled (user.max_user_namespaces = 0)")
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _apptainer_problems(runtime: str, prefix: Path | None, header: Mapping[str, str], env: Mapping[str, str]) -> list:
+    found = []
+    exe = shutil.which(runtime) or shutil.which("apptainer") or shutil.which("singularity")
+    if exe is None:
+        return ["neither `apptainer` nor `singularity` is on PATH"]
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    m = re.search(r"(\d+)\.(\d+)", out)
+    if m:
+        version = (int(m.group(1)), int(m.group(2)))
+        minimum = (1, 1) if "apptainer" in out.lower() else (3, 10)
+        if version < minimum:
+            found.append(f"`{exe}` is version {m.group(0)}; sqenv needs Apptainer >= 1.1 or SingularityCE >= 3.10")
+    image = None
+    if prefix is not None and (prefix / "container.sif").is_file():
+        image = prefix / "container.sif"
+    elif env.get("SQENV_APPTAINER_IMAGE"):
+        image = Path(env["SQENV_APPTAINER_IMAGE"])
+        if not image.is_file():
+            found.append(f"SQENV_APPTAINER_IMAGE names `{image}`, which does not exist")
+    elif prefix is not None or "SQENV_APPTAINER_IMAGE" not in env:
+        found.append("no container image: the install carries no container.sif and SQENV_APPTAINER_IMAGE is not set")
+    if len(header.get("SQENV_LAYERS", "").split()) > 1:
+        found.append(f"the install has several image layers: run `sqenv compact {prefix}` first")
+    return found
+
+
+def header_values(launcher: Path) -> dict[str, str]:
+    """The literal `SQENV_X=value` lines at the top of a launcher."""
+    values = {}
+    for line in launcher.read_text().splitlines()[2:]:
+        key, eq, raw = line.partition("=")
+        if not eq or not re.fullmatch(r"SQENV_\w+", key):
+            break
+        try:
+            words = shlex.split(raw)
+        except ValueError:
+            continue
+        if len(words) <= 1 and "$" not in raw:
+            values[key] = words[0] if words else ""
+    return values
+
+
+def engine_choice(prefix: Path | None = None, env: Mapping[str, str] | None = None) -> EngineChoice:
+    """Which engine `PREFIX/bin/NAME` (or a new install, without PREFIX) would use here, and why."""
+    from sqenv.config import load_config
+
+    env = dict(os.environ if env is None else env)
+    if prefix is not None:
+        header = header_values(prefix / "launcher")
+        default = header.get("SQENV_DEFAULT_ENGINE", "auto")
+        enter_dir: Path = prefix
+        whose = "the install's"
+        if "SQENV_ENGINE" in header:
+            env["SQENV_ENGINE"] = header["SQENV_ENGINE"]
+            forced = "forced by the site configuration (written into the launcher)"
+            if not header.get("SQENV_LAYERS"):
+                forced = "a wrapped container (`sqenv wrap IMAGE.sif`) runs with apptainer only"
+        else:
+            forced = None
+    else:
+        header = {}
+        config = load_config(env)
+        setting = config.from_files().setting("engine")
+        default, whose = setting.value, f"the {setting.source}'s"
+        forced = f"forced by the {setting.source}" if setting.forced else None
+        if forced:
+            env["SQENV_ENGINE"] = setting.value
+    with tempfile.TemporaryDirectory() as tmp:
+        if prefix is None:  # a new install would carry the helper this sqenv builds
+            from sqenv.launch.helper import enter_binary
+
+            enter_dir = Path(tmp)
+            try:
+                (enter_dir / "sqenv-enter").symlink_to(enter_binary())
+            except SqenvError:
+                pass  # no helper: the embedded engine cannot run (the C compiler check says why)
+        engine, message = launcher_choice(enter_dir, default, env)
+        blockers = _embedded_blockers(enter_dir / "sqenv-enter")
+    if engine == "none":  # what the launcher would say
+        return EngineChoice("none", message)
+    if forced:
+        why = forced
+    elif env.get("SQENV_ENGINE") and env["SQENV_ENGINE"] != "auto":
+        why = "set by SQENV_ENGINE"
+    elif default != "auto":
+        why = f"{whose} default engine"
+    elif engine == "embedded":
+        why = "auto: user namespaces and /dev/fuse are usable here"
+    else:
+        why = f"auto: the embedded engine cannot run here ({'; '.join(blockers)}), and `{engine}` is on PATH"
+    problems: list[str] = []
+    if engine == "embedded":
+        problems += blockers
+        for check in CHECKS:
+            if check.needed_for == "run (embedded)" and check.name != "/dev/fuse":
+                problem = check.test()
+                if problem:
+                    problems.append(problem)
+    else:
+        problems += _apptainer_problems(engine, prefix, header, env)
+    return EngineChoice(engine, why, tuple(problems))
+
+
 def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
-    p = sub.add_parser("doctor", help="check this node's tools and permissions")
+    p = sub.add_parser(
+        "doctor",
+        help="check this node's tools and permissions",
+        description="Check this node's tools and permissions, and say which engine launchers use here and why.",
+    )
+    p.add_argument("prefix", nargs="?", type=Path, metavar="PREFIX", help="an install to check the launch of")
     add_output_options(p)
     p.set_defaults(execute=execute)
 
 
 def execute(args: argparse.Namespace, ui: UI) -> int:
+    from sqenv.publish.layout import Install
+
+    prefix = Install.open(args.prefix).prefix if args.prefix else None
+    choice = engine_choice(prefix)
+    other_engine = choice.engine in ("apptainer", "singularity")
     failed = 0
     for check in CHECKS:
         problem = check.test()
-        optional = "optional" in check.needed_for
+        # Where launchers use apptainer, the embedded engine's needs are not problems.
+        optional = "optional" in check.needed_for or (other_engine and check.needed_for == "run (embedded)")
         if problem is None:
             print(f"ok    {check.name}")
         else:
             failed += 0 if optional else 1
             print(f"{'warn' if optional else 'FAIL'}  {check.name}: {problem} (needed to {check.needed_for})")
             print(f"      fix: {check.fix}")
+    where = f"{prefix}/bin/*" if prefix else "launchers"
+    if choice.engine == "none":
+        failed += 1
+        print(f"\nFAIL  engine: no engine can run {where} here: {choice.why}")
+        print("      fix: see the checks above; or set SQENV_ENGINE to one of auto, embedded, apptainer, singularity")
+    else:
+        print(f"\nengine: {where} use `{choice.engine}` here: {choice.why}")
+    for problem in choice.problems:
+        failed += 1
+        print(f"FAIL  {choice.engine} engine: {problem}")
     if failed:
         print(f"\n{failed} problem(s) found.")
         return 1

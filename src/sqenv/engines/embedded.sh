@@ -124,5 +124,6 @@ sqenv_embedded_exec() {
         x:"$SQENV_LD_PREPEND" | x:"$SQENV_LD_PREPEND":*) ;;
         x:*) LD_LIBRARY_PATH=$SQENV_LD_PREPEND${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} && export LD_LIBRARY_PATH ;;
     esac
+    [ "$SQENV_MOUNT_PATH" = /mnt/sqenv ] || set -- -m "$SQENV_MOUNT_PATH" "$@" # `sqenv wrap --mask`
     exec "$SQENV_PREFIX/sqenv-enter" -p "$SQENV_PREFIX" "$@"
 }

@@ -48,6 +48,7 @@ def render(
     head = [
         "#!/bin/sh",
         f"# Launcher written by sqenv {__version__}. `sqenv update` and `sqenv rollback` replace it.",
+        "# shellcheck disable=SC2034 # some values are only read by one engine",
         *(f"{key}={shlex.quote(value)}" for key, value in values.items()),
         *launcher_lines(config),
         "",

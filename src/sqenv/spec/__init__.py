@@ -65,6 +65,8 @@ class BuildSpec:
     environ_file: Path | None = None
     compression: str = "zstd"
     mpi: str | None = None
+    engine: str | None = None
+    base_image: Path | None = None
     compression_level: int | None = None
     jobs: int | None = None
     force: bool = False

@@ -244,6 +244,8 @@ def _common(args: argparse.Namespace) -> dict:
         "pre_install": args.pre_install.absolute() if getattr(args, "pre_install", None) else None,
         "compression": args.compression or "zstd",
         "mpi": getattr(args, "mpi", None),
+        "engine": getattr(args, "engine", None),
+        "base_image": args.base_image.absolute() if getattr(args, "base_image", None) else None,
         "compression_level": args.compression_level,
         "jobs": args.jobs,
         "force": args.force,
