@@ -459,7 +459,8 @@ def test_pip_on_top(extra: Path, channel: Path, pkgs: Path, tmp_path: Path, buil
     assert shas(again) == shas(prefix)
     assert ok(sqenv("export", again, "--format", "requirements")).stdout.split() == pins
     # `sqenv update`: more pip packages on top, the conda lock kept
-    ok(sqenv("update", again, "idna", env=NO_PROXY))
+    (tmp_path / "idna.txt").write_text("idna\n")  # PKG arguments of a conda install are conda specs
+    ok(sqenv("update", again, "-r", tmp_path / "idna.txt", env=NO_PROXY))
     assert ok(run([again / "bin" / "python", "-c", "import idna, six"])).returncode == 0
     assert shas(again) == shas(prefix)
     assert "idna==" in ok(sqenv("export", again, "--format", "requirements")).stdout

@@ -267,7 +267,8 @@ def update(prefix: Path, change: Change, ui: UI, options: Options = Options()) -
         if whole:
             summary += " (layers compacted)" if len(lowers) + 1 > options.max_layers else " (repacked readable)"
         record = versions.new_record(base, "update", inputs=change.inputs(), packages=packages,
-                                     programs=_programs(ctx), summary=summary)  # fmt: skip
+                                     programs=_programs(ctx), summary=summary,
+                                     python=result.python, **result.extra)  # fmt: skip
         record = _pack_and_publish(install, data, record, ctx, whole)
     ui.info(f"Updated {install.prefix} to version {record['number']}: {record['summary']}")
     return record

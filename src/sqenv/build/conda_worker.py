@@ -7,10 +7,14 @@ Why a child: py-rattler's tokio threads can crash the interpreter at exit
 leaves with `os._exit` once the response is written, so the CLI stays clean,
 and Ctrl-C simply ends the child. The request names one operation:
 
-    solve     channels + specs -> packages (virtual packages detected, CONDA_OVERRIDE_* honoured)
+    solve     channels + specs -> packages (virtual packages detected, CONDA_OVERRIDE_* honoured;
+              `locked`: the installed packages, kept unless the specs need them changed)
     explicit  (url, hash) pairs -> packages (found in the channels' repodata, or read from local archives)
     lockfile  a rattler/pixi lock file -> packages (+ its PyPI pins)
-    install   packages -> the staging directory, as seen at the mount path
+    install   packages -> the staging directory, as seen at the mount path; or, for an
+              update, run inside the build namespace with `staging` = the mount path itself:
+              rattler then compares with the installed set (conda-meta) and links or
+              unlinks only the difference, so the overlay's upper directory gets exactly that
 
 "Packages" are lock entries (`entry()`): everything needed to install a
 package again without solving. The response is `{"packages": [...], ...}` or
@@ -163,8 +167,14 @@ async def solve(req: dict) -> dict:
     try:
         # Parsed here as in `sqenv.spec.conda` (conda's `name=1.0=build` form included).
         specs = [rattler.MatchSpec(spec) for spec in req["specs"]]
+        locked = [record(e) for e in req.get("locked") or []]
         records = await rattler.solve(
-            req["channels"], specs, gateway=gw, platforms=platforms(req), virtual_packages=virtual
+            req["channels"],
+            specs,
+            gateway=gw,
+            platforms=platforms(req),
+            virtual_packages=virtual,
+            locked_packages=locked or None,
         )
     except SolverError as exc:
         text = str(exc).replace("Cannot solve the request because of: ", "").strip()
@@ -280,8 +290,22 @@ def check_sources(req: dict) -> None:
             raise Failure("offline-package", f"`{e['file_name']}` is not in the package cache", e["url"], url=e["url"])
 
 
+def make_readable(prefix: Path) -> None:
+    """sqenv used to drop only `link.source` (a host path of the package cache) from the installed
+    records, and rattler's parser insists on it when `link` is there: drop `link` as a whole, as
+    sqenv now does (an update of such an install rewrites those small files once)."""
+    for meta in sorted((prefix / "conda-meta").glob("*.json")):
+        data = json.loads(meta.read_text())
+        if isinstance(data.get("link"), dict) and "source" not in data["link"]:
+            del data["link"]
+            meta.write_text(json.dumps(data, indent=1))
+
+
 async def install(req: dict) -> dict:
     check_sources(req)
+    in_place = req["mount"] == req["staging"]
+    if in_place:
+        make_readable(Path(req["staging"]))
     links = "true" if req.get("hardlinks") else "false"
     config = rattler.Config.from_toml(
         f"allow-hard-links = {links}\nallow-symbolic-links = false\nallow-ref-links = true"
@@ -293,7 +317,8 @@ async def install(req: dict) -> dict:
             [record(e) for e in req["packages"]],
             req["staging"],
             cache_dir=req["pkgs_dir"],
-            alternative_target_prefix=req["mount"],
+            # In place (an update): the prefix is where the environment is mounted already.
+            alternative_target_prefix=None if in_place else req["mount"],
             platform=rattler.Subdir(req["platform"]),
             show_progress=False,
             config=config,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from datetime import datetime
 from pathlib import Path
 
 from sqenv import versions
 from sqenv.config import load_config
-from sqenv.errors import UsageError
+from sqenv.errors import SqenvError, UsageError
+from sqenv.publish import metadata
 from sqenv.publish.layout import Install
 from sqenv.spec import COMPRESSIONS
 from sqenv.spec.requirements import check_file, check_spec
@@ -38,11 +40,13 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
         "changes). Running programs keep the version they started with; `sqenv rollback` switches back.",
     )
     p.add_argument("prefix", type=Path, metavar="PREFIX")
-    p.add_argument("packages", nargs="*", metavar="PKG", help="packages to install or upgrade")
+    p.add_argument("packages", nargs="*", metavar="PKG",
+                   help="packages to install or upgrade (conda installs: match specs)")  # fmt: skip
     p.add_argument("-r", "--requirement", action="append", type=Path, default=[], metavar="FILE",
                    help="pip requirements file (repeatable)")  # fmt: skip
     p.add_argument("--remove", action="append", default=[], metavar="PKG", help="package to remove (repeatable)")
-    p.add_argument("-f", "--file", type=Path, metavar="YML", help="conda environment.yml (conda installs)")
+    p.add_argument("-f", "--file", type=Path, metavar="YML",
+                   help="conda environment.yml to re-solve for (conda installs)")  # fmt: skip
     p.add_argument("--post-install", type=Path, metavar="SCRIPT", help="sh script run inside the environment")
     _pack_options(p)
     add_output_options(p)
@@ -91,11 +95,22 @@ def _options(args: argparse.Namespace, ui: UI) -> Options:
     )
 
 
+def _kind(prefix: Path) -> str | None:
+    """The install's kind, if it is one (`update` itself reports a prefix that is not)."""
+    with contextlib.suppress(SqenvError, OSError, KeyError, TypeError):
+        return metadata.load(Install.open(prefix).metadata)["kind"]
+    return None
+
+
 def change_from_args(args: argparse.Namespace) -> Change:
     for path in args.requirement:
         check_file(path)
+    # conda installs take match specs (`numpy>=1.26`, `python=3.12`), pip ones requirements
+    check = check_spec
+    if _kind(args.prefix) == "conda":
+        from sqenv.spec.conda import check_match_spec as check
     for i, pkg in enumerate(args.packages, 1):
-        check_spec(pkg, f"package argument {i}")
+        check(pkg, f"package argument {i}")
     for pkg in args.remove:
         check_spec(pkg, "`--remove`")
     if args.post_install and not args.post_install.is_file():
