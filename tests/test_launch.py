@@ -245,8 +245,9 @@ def test_assembled_launcher_is_shellcheck_clean(tmp_path: Path, activate: bool) 
     from sqenv.publish.launchers import render
 
     launcher = tmp_path / "launcher"
-    launcher.write_text(render(["v1-0123456789abcdef.sqfs", "v2-fedcba9876543210.sqfs"], activate=activate,
-                               options={"mpi": "host"}))
+    launcher.write_text(
+        render(["v1-0123456789abcdef.sqfs", "v2-fedcba9876543210.sqfs"], activate=activate, options={"mpi": "host"})
+    )
     proc = run(["shellcheck", "-s", "sh", str(launcher)])
     assert proc.returncode == 0, proc.stdout
 

@@ -19,6 +19,7 @@ from sqenv.launch.helper import enter_binary
 from sqenv.pack import Image, pack
 from sqenv.publish import launchers, metadata
 from sqenv.publish.layout import Install, image_name
+from sqenv.publish.modes import adopt, file_mode
 from sqenv.publish.publisher import Publisher
 from sqenv.spec import BuildSpec
 from sqenv.ui import UI
@@ -52,17 +53,7 @@ def version_record(
         "change": change,
         "sqenv_version": __version__,
         "layers": layers,
-        "images": [
-            {
-                "file": name,
-                "sha256": img.sha256,
-                "size": img.size,
-                "installed_size": img.installed_size,
-                "files_inside": img.files_inside,
-                "readable": True,
-            }
-            for name, img in zip(layers[-len(images) :], images, strict=True)
-        ],
+        "images": [img.record(name) for name, img in zip(layers[-len(images) :], images, strict=True)],
         "inputs": spec.inputs(),
         "python": result.python,
         "packages": [{k: v for k, v in vars(p).items() if v is not None} for p in result.packages],
@@ -81,8 +72,9 @@ def create(spec: BuildSpec, ui: UI) -> Install:
     with workdir(spec.build_dir) as work, publisher as out:
         staging = work / "root"
         staging.mkdir()
-        ctx = BuildContext(spec=spec, staging=staging, workdir=work, enter=enter, ui=ui, cwd=Path.cwd(),
-                           log_path=log_file("create"))
+        ctx = BuildContext(
+            spec=spec, staging=staging, workdir=work, enter=enter, ui=ui, cwd=Path.cwd(), log_path=log_file("create")
+        )
         result = build(ctx)
         # a builder may name its programs (wrap -w) and launch options (wrap --mask: the mount path)
         names = result.extra.pop("programs", None) or launchers.programs(staging)
@@ -102,7 +94,7 @@ def create(spec: BuildSpec, ui: UI) -> Install:
         os.replace(tmp_image, out / layer)
         install = Install(out)
         shutil.copy2(enter, install.enter)
-        install.enter.chmod(launchers.exec_mode())
+        adopt(out, install.enter, executable=True)
         if spec.base_image:
             from sqenv.wrap_sif import add_container
 
@@ -117,7 +109,7 @@ def create(spec: BuildSpec, ui: UI) -> Install:
             "keep": load_config().get("keep_versions"),
             "versions": [version_record(1, spec, result, [image], [layer], names, "create", launch)],
         }
-        metadata.save(install.metadata, data, mode=0o666 & launchers.exec_mode())
+        metadata.save(install.metadata, data, mode=file_mode())
         publisher.commit()
     ui.info(
         f"Installed {len(result.packages)} packages into {spec.prefix} "

@@ -81,8 +81,10 @@ def _builder(kind: str):
     elif kind == "conda":
         from sqenv.build import conda as builder  # type: ignore[no-redef]
     else:
-        raise UsageError(f"`{kind}` installs cannot be updated",
-                         "wrap the changed tree again with `sqenv wrap SOURCE --prefix PREFIX --force`")
+        raise UsageError(
+            f"`{kind}` installs cannot be updated",
+            "wrap the changed tree again with `sqenv wrap SOURCE --prefix PREFIX --force`",
+        )
     if not hasattr(builder, "update"):
         raise UsageError(
             f"updating {kind} environments is not supported yet", "rebuild it with `sqenv create --force PREFIX ...`"

@@ -35,12 +35,11 @@ from sqenv import __version__
 from sqenv.errors import PrefixError, UsageError
 from sqenv.pack import Image
 from sqenv.pipeline import now
-from sqenv.publish import launchers, metadata
-from sqenv.publish.layout import Install, image_name
+from sqenv.publish import launchers, metadata, modes
+from sqenv.publish.layout import TEMP_PREFIX, Install, image_name
 from sqenv.publish.publisher import remove_tree
 from sqenv.ui import UI
 
-TEMP_PREFIX = ".sqenv-update-"
 DEFAULT_KEEP = 3
 _IMAGE = re.compile(r"v\d+-[0-9a-f]+\.sqfs")
 _OTHER_TEMPS = (".launcher.new", ".sqenv.json.")
@@ -57,19 +56,8 @@ def shared_umask() -> Iterator[int]:
         os.umask(old)
 
 
-def file_mode(executable: bool = False) -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if executable else 0o666) & ~mask & ~0o002
-
-
 def adopt(install: Install, path: Path, executable: bool = False) -> None:
-    """Give a new file the prefix's group (when it differs and we may) and the umask's mode."""
-    os.chmod(path, file_mode(executable))
-    gid = install.prefix.stat().st_gid
-    if path.stat().st_gid != gid:
-        with contextlib.suppress(OSError):
-            os.chown(path, -1, gid)
+    modes.adopt(install.prefix, path, executable)
 
 
 def temp_path(install: Install, suffix: str) -> Path:
@@ -161,28 +149,12 @@ def switch(install: Install, version: dict) -> None:
 
     The launcher is written afresh (this sqenv's body, the site config) with
     the version's own launch settings (its record's `launch`)."""
-    tmp = temp_path(install, ".launcher")
-    try:
-        activate = bool(version.get("activate"))
-        tmp.write_text(launchers.render(version["layers"], activate=activate, options=version.get("launch")))
-        adopt(install, tmp, executable=True)
-        os.replace(tmp, install.launcher)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    install.bin.mkdir(exist_ok=True)
-    wanted = set(version["programs"])
-    for entry in install.bin.iterdir():
-        if entry.name not in wanted and entry.is_symlink():
-            entry.unlink()
-    for name in version["programs"]:
-        link = install.bin / name
-        if not link.is_symlink():
-            link.symlink_to("../launcher")
+    launchers.write(install, version["layers"], version["programs"], activate=bool(version.get("activate")),
+                    options=version.get("launch"))  # fmt: skip
 
 
 def save(install: Install, data: dict) -> None:
-    metadata.save(install.metadata, data, mode=file_mode())
+    metadata.save(install.metadata, data, mode=modes.file_mode())
 
 
 def finish(install: Install, data: dict, number: int, ui: UI) -> None:
@@ -207,11 +179,6 @@ def _no_interrupts() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def image_record(name: str, image: Image) -> dict:
-    return {"file": name, "sha256": image.sha256, "size": image.size, "installed_size": image.installed_size,
-            "files_inside": image.files_inside, "readable": True}  # fmt: skip
-
-
 _TRANSIENT = ("number", "created", "change", "summary", "base", "inputs", "pending", "sqenv_version")
 
 
@@ -232,10 +199,10 @@ def publish(install: Install, data: dict, record: dict, tmp: Path, image: Image,
     adopt(install, tmp)
     record.update(number=number, created=now(), sqenv_version=__version__, pending=True)
     if whole:
-        record["layers"], record["images"] = [name], [image_record(name, image)]
+        record["layers"], record["images"] = [name], [image.record(name)]
     else:
         record["layers"] = [*record["layers"], name]
-        record["images"] = [*record["images"], image_record(name, image)]
+        record["images"] = [*record["images"], image.record(name)]
     with ui.phase(f"Publishing version {number}"), _no_interrupts():
         try:
             os.replace(tmp, install.image(name))

@@ -19,7 +19,6 @@ apptainer engine (`--base-image`).
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,6 +28,7 @@ from sqenv.errors import BuildError, InputError, ToolMissing
 from sqenv.pack.squashfs import sha256_of
 from sqenv.publish import launchers, metadata
 from sqenv.publish.layout import Install
+from sqenv.publish.modes import adopt, file_mode
 from sqenv.publish.publisher import Publisher
 from sqenv.spec import BuildSpec, WrapInputs
 from sqenv.ui import UI
@@ -125,16 +125,9 @@ def add_container(install_dir: Path, image: Path, ui: UI) -> Path:
             except OSError as exc:
                 tmp.unlink(missing_ok=True)
                 raise InputError(f"cannot copy `{image}` into `{install_dir}`: {exc.strerror}") from None
-        tmp.chmod(0o644 & launchers.exec_mode())
+        adopt(install_dir, tmp)
     os.replace(tmp, target)
     return target
-
-
-def with_values(text: str, values: dict[str, str]) -> str:
-    """The launcher TEXT with VALUES set at the end of its header (after any config lines, so they win)."""
-    head, sep, rest = text.partition("\n\n")
-    lines = "".join(f"\n{key}={shlex.quote(value)}" for key, value in values.items())
-    return head + lines + sep + rest
 
 
 def check_image(source: Path) -> Path:
@@ -164,15 +157,8 @@ def wrap(source: Path, prefix: Path, given: list[str], *, force: bool, ui: UI) -
     with publisher as out:
         placed = add_container(out, image, ui)
         install = Install(out)
-        launch = {"engine": "apptainer"}
+        launch = {"engine": "apptainer", "only_engine": "apptainer", "wrap_path": wrap_path}
         launchers.write(install, [], names, activate=False, options=launch)
-        # A wrapped container can only run in apptainer (or singularity): whatever
-        # SQENV_ENGINE or the config say; and its programs are found on this PATH.
-        text = launchers.render([], activate=False, options=launch)
-        tmp = install.launcher.with_name(".launcher.new")
-        tmp.write_text(with_values(text, {"SQENV_WRAP_PATH": wrap_path, "SQENV_ENGINE": "apptainer"}))
-        tmp.chmod(launchers.exec_mode())
-        os.replace(tmp, install.launcher)
         with ui.phase("Checksumming the container"):
             digest = sha256_of(placed)
         size = placed.stat().st_size
@@ -203,7 +189,7 @@ def wrap(source: Path, prefix: Path, given: list[str], *, force: bool, ui: UI) -
             "keep": 1,
             "versions": [record],
         }
-        metadata.save(install.metadata, data, mode=0o666 & launchers.exec_mode())
+        metadata.save(install.metadata, data, mode=file_mode())
         publisher.commit()
     ui.info(f"Wrapped {len(names)} programs of {image.name} into {prefix} (run with {Path(exe).name})")
     return Install(prefix.absolute())

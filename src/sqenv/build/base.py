@@ -74,8 +74,7 @@ class BuildContext:
         full = [str(self.enter), *mounts, "--", *argv]
         merged = dict(os.environ)
         merged.update(env or {})
-        return run(self.ui, full, log=self.log, error=error, what=what, hint=hint,
-                   env=merged, cwd=cwd or self.cwd)
+        return run(self.ui, full, log=self.log, error=error, what=what, hint=hint, env=merged, cwd=cwd or self.cwd)
 
     @property
     def mount_path(self) -> str:

@@ -35,14 +35,16 @@ def find_python(requested: str | None) -> tuple[str, dict]:
     name = requested or "python3"
     path = shutil.which(name) if os.sep not in name else name
     if not path or not os.path.exists(path):
-        raise InputError(f"base Python `{name}` was not found",
-                         "pass `--python PATH`, or load the site's Python module first")
+        raise InputError(
+            f"base Python `{name}` was not found", "pass `--python PATH`, or load the site's Python module first"
+        )
     try:
         proc = subprocess.run([path, "-c", _PY_INFO], capture_output=True, text=True, timeout=60)
         info = json.loads(proc.stdout)
     except (OSError, ValueError, subprocess.TimeoutExpired):
-        raise InputError(f"`{path}` is not a working Python interpreter",
-                         "pass `--python` the path of a python3 executable") from None
+        raise InputError(
+            f"`{path}` is not a working Python interpreter", "pass `--python` the path of a python3 executable"
+        ) from None
     if info.get("implementation") != "cpython" and info.get("implementation") != "pypy":
         raise InputError(f"`{path}` is not a Python interpreter")
     info["requested"] = name
@@ -53,21 +55,26 @@ def explain(output: str) -> tuple[str, str | None] | None:
     """One line (and a hint) for the uv failures users meet most."""
     missing = re.search(r"Because (\S+) was not found in the package registry", output)
     if missing:
-        return (f"package `{missing.group(1)}` was not found on the package index",
-                "check the name (https://pypi.org/search), or the index given with `--index-url`")
+        return (
+            f"package `{missing.group(1)}` was not found on the package index",
+            "check the name (https://pypi.org/search), or the index given with `--index-url`",
+        )
     version = re.search(r"Because there is no version of (\S+?)(==|>|<|~|!)", output)
     if version:
-        return (f"no version of `{version.group(1)}` matches what was asked",
-                "relax the version constraint")
+        return (f"no version of `{version.group(1)}` matches what was asked", "relax the version constraint")
     if "No solution found" in output:
         return ("the requirements conflict with each other", "see the resolver's explanation above")
     built = re.search(r"Failed to (?:download and )?build `([^`]+)`", output)
     if built:
-        return (f"`{built.group(1)}` failed to build from source",
-                "install its build dependencies (compilers, headers), or pin a version with a binary wheel")
+        return (
+            f"`{built.group(1)}` failed to build from source",
+            "install its build dependencies (compilers, headers), or pin a version with a binary wheel",
+        )
     if "No space left on device" in output:
-        return ("the build directory ran out of space",
-                "free space, or choose a larger one with `--build-dir DIR` or SQENV_BUILD_DIR")
+        return (
+            "the build directory ran out of space",
+            "free space, or choose a larger one with `--build-dir DIR` or SQENV_BUILD_DIR",
+        )
     return None
 
 

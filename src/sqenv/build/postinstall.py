@@ -27,5 +27,10 @@ def run(ctx: BuildContext, script: Path, result: BuildResult | None = None, *, p
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
     with ctx.ui.phase(f"Running the {phase} script {script.name}"):
-        ctx.run(["/bin/sh", str(script.resolve())], what=f"{phase} script `{script}`",
-                hint="fix the script; its last lines are shown above", error=BuildError, env=env)
+        ctx.run(
+            ["/bin/sh", str(script.resolve())],
+            what=f"{phase} script `{script}`",
+            hint="fix the script; its last lines are shown above",
+            error=BuildError,
+            env=env,
+        )

@@ -9,8 +9,10 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-PTH = "import sys; ('venv' in sys.orig_argv or 'install' in sys.orig_argv or 'uninstall' in sys.orig_argv) " \
-      "and __import__('_sqenv_site')\n"
+PTH = (
+    "import sys; ('venv' in sys.orig_argv or 'install' in sys.orig_argv or 'uninstall' in sys.orig_argv) "
+    "and __import__('_sqenv_site')\n"
+)
 
 
 def install(site_packages: Path) -> None:

@@ -20,9 +20,7 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pre-install", type=Path, metavar="SCRIPT", help="sh script run inside the (empty) environment before install"
     )
-    p.add_argument(
-        "--compression", choices=COMPRESSIONS, help="image compression (default: zstd level 3)"
-    )
+    p.add_argument("--compression", choices=COMPRESSIONS, help="image compression (default: zstd level 3)")
     p.add_argument("--compression-level", type=int, metavar="N", help="compressor level")
     p.add_argument(
         "--build-dir", type=Path, metavar="DIR", help="where to build (default: $SQENV_BUILD_DIR or $TMPDIR)"

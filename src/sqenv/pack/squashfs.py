@@ -35,6 +35,11 @@ class Image:
     def id(self) -> str:
         return self.sha256[:16]
 
+    def record(self, name: str) -> dict:
+        """How the metadata describes this image as the file `name` of an install."""
+        return {"file": name, "sha256": self.sha256, "size": self.size, "installed_size": self.installed_size,
+                "files_inside": self.files_inside, "readable": True}  # fmt: skip
+
 
 def tree_stats(root: Path) -> tuple[int, int]:
     """Bytes and number of entries (files, dirs, links) under root."""

@@ -8,6 +8,7 @@ switching versions (update, rollback) is one rename.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import stat
 from pathlib import Path
@@ -16,7 +17,8 @@ from sqenv import __version__
 from sqenv.config import Config, launcher_lines, launcher_values, load_config
 from sqenv.engines import ENGINES, engine_script
 from sqenv.launch import MOUNT_PATH, template
-from sqenv.publish.layout import Install
+from sqenv.publish.layout import TEMP_PREFIX, Install
+from sqenv.publish.modes import adopt
 
 _NOT_PROGRAMS = ("activate", "deactivate", "pydoc.bat")
 
@@ -31,7 +33,8 @@ def render(
     """The launcher text for these image layers.
 
     `options` are the install's own launch settings, recorded in its version
-    record (`launch`): `mpi`, `engine`, `mount_path`. Site and user config
+    record (`launch`): `mpi`, `engine` (default), `only_engine` (forced),
+    `mount_path`, `wrap_path` (where a wrapped container's programs are). Site and user config
     fill the rest (engine order, MPI library directories, idle timeout,
     runtime and staging directories); forced config values win.
     """
@@ -45,12 +48,16 @@ def render(
     }
     if options.get("engine") and not config.setting("engine").forced:
         values["SQENV_DEFAULT_ENGINE"] = options["engine"]
+    if options.get("wrap_path"):
+        values["SQENV_WRAP_PATH"] = options["wrap_path"]
     head = [
         "#!/bin/sh",
         f"# Launcher written by sqenv {__version__}. `sqenv update` and `sqenv rollback` replace it.",
         "# shellcheck disable=SC2034 # some values are only read by one engine",
         *(f"{key}={shlex.quote(value)}" for key, value in values.items()),
         *launcher_lines(config),
+        # a wrapped container runs only in its runtime, whatever SQENV_ENGINE or the config say
+        *([f"SQENV_ENGINE={shlex.quote(options['only_engine'])}"] if options.get("only_engine") else []),
         "",
     ]
     parts = ["\n".join(head)]
@@ -78,12 +85,6 @@ def programs(root: Path) -> list[str]:
     return found
 
 
-def exec_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o777 & ~mask
-
-
 def write(
     install: Install,
     layers: list[str],
@@ -93,11 +94,17 @@ def write(
     options: dict[str, str] | None = None,
     config: Config | None = None,
 ) -> None:
-    """Write the launcher atomically, then add missing bin/ entries and drop stale ones."""
-    tmp = install.launcher.with_name(".launcher.new")
-    tmp.write_text(render(layers, activate=activate, options=options, config=config))
-    tmp.chmod(exec_mode())
-    os.replace(tmp, install.launcher)
+    """Write the launcher atomically, then add missing bin/ entries and drop stale ones.
+
+    The rename of the launcher is what switches an install to these layers:
+    programs already running keep theirs, new launches see these."""
+    tmp = install.prefix / f"{TEMP_PREFIX}{secrets.token_hex(4)}.launcher"
+    try:
+        tmp.write_text(render(layers, activate=activate, options=options, config=config))
+        adopt(install.prefix, tmp, executable=True)
+        os.replace(tmp, install.launcher)
+    finally:
+        tmp.unlink(missing_ok=True)
     install.bin.mkdir(exist_ok=True)
     wanted = set(names)
     for entry in install.bin.iterdir():

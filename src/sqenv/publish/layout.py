@@ -55,5 +55,9 @@ class Install:
         return install
 
 
+TEMP_PREFIX = ".sqenv-update-"
+"""Temporary files in a prefix start with this; an update or rollback sweeps leftovers."""
+
+
 def image_name(number: int, image_id: str) -> str:
     return f"v{number}-{image_id}.sqfs"
