@@ -371,7 +371,12 @@ def test_launcher_uses_only_the_users_own_staged_copy(hpc: User, env: Path, scra
 def test_stage_copies_to_every_node_and_launchers_use_it(
     cluster: SlurmCluster, hpc: User, env: Path, scratch: Path
 ) -> None:
-    if cluster.multi_node:
+    # The job runs this checkout's sqenv: the extra nodes have their own /tmp, so a
+    # checkout (or Python) under /tmp is only visible on the local node.
+    checkout_on_shared_fs = not any(
+        str(p).startswith("/tmp/") for p in (Path(sys.executable).resolve(), Path(__file__).resolve())
+    )
+    if cluster.multi_node and checkout_on_shared_fs:
         where = ["-p", "multi", "-N", "2"]
         nodes = 2
     else:  # one node only: staging still works, across nodes it is not tested
