@@ -30,11 +30,7 @@ pytestmark = pytest.mark.slurm
 
 HPC_USER = "sqenvhpc"
 IDLE = "3"  # seconds: mounts of these tests go away quickly
-# `sqenv stage`, also before the lead registers the subcommand in sqenv.cli.COMMANDS
-STAGE = (
-    f"{sys.executable} -c 'import sys, sqenv.cli as c, sqenv.cli.stage as s; "
-    "c.COMMANDS = c.COMMANDS if s in c.COMMANDS else (*c.COMMANDS, s); sys.exit(c.main())' stage"
-)
+STAGE = f"{sys.executable} -m sqenv stage"
 MPI_CODE = (
     "from mpi4py import MPI; c = MPI.COMM_WORLD; "
     "print(c.Get_rank(), c.Get_size(), MPI.Get_library_version().splitlines()[0], flush=True)"
