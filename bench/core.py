@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Core benchmark: a sqenv install against a plain venv of the same packages, side by side.
 
+Timings alternate between the two, so a busy machine slows both alike.
+
     python bench/core.py [--packages numpy scipy pandas matplotlib] [--runs 20] [--workdir DIR]
 
 Prints one table of figures and ratios measured in this run (medians of
@@ -32,6 +34,15 @@ def timed(argv: list[str], env: dict | None = None) -> float:
     start = time.perf_counter()
     subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def side_by_side(a: list[str], b: list[str], runs: int, env_b: dict | None = None) -> tuple[float, float]:
+    """Medians of `a` and `b`, run alternately so that drift of a shared machine hits both alike."""
+    ta, tb = [], []
+    for _ in range(runs):
+        ta.append(timed(a))
+        tb.append(timed(b, env_b))
+    return statistics.median(ta), statistics.median(tb)
 
 
 def median_time(argv: list[str], runs: int, env: dict | None = None, before=None) -> float:
@@ -195,8 +206,7 @@ def main() -> int:
         runtime = work / "rt"
         env = dict(os.environ, SQENV_RUNTIME_DIR=str(runtime))
         subprocess.run([py_inst, "-c", "pass"], env=env, check=True)  # mount it
-        t_plain = median_time([py_venv, "-c", "pass"], args.runs)
-        t_warm = median_time([py_inst, "-c", "pass"], args.runs, env)
+        t_plain, t_warm = side_by_side([py_venv, "-c", "pass"], [py_inst, "-c", "pass"], args.runs, env)
         rows.append(
             (
                 "`python -c pass`, warm",
@@ -228,8 +238,9 @@ def main() -> int:
         )
         subprocess.run([py_inst, "-c", "pass"], env=env, check=True)
 
-        i_plain = median_time([py_venv, "-c", args.import_stmt], args.runs)
-        i_inst = median_time([py_inst, "-c", args.import_stmt], args.runs, env)
+        i_plain, i_inst = side_by_side(
+            [py_venv, "-c", args.import_stmt], [py_inst, "-c", args.import_stmt], args.runs, env
+        )
         rows.append(
             (
                 f"`{args.import_stmt}`, warm",

@@ -89,6 +89,10 @@ def pack(
         compression,
         "-processors",
         str(jobs or os.cpu_count() or 1),
+        # Bounded, whatever the image size (mksquashfs's own default grew to
+        # 450 MB here for a 400 MB tree; 256 MB packs as fast).
+        "-mem",
+        "256M",
     ]
     level = level if level is not None else LEVELS.get(compression)
     if level is not None:
