@@ -122,7 +122,7 @@ static void make_readonly(const char *path)
  * parent with a tmpfs and bring the parent's entries back as binds and
  * symlinks, so the rest of the host stays visible there.
  */
-static int make_mount_point(const char *path, const char *link_to)
+static void make_mount_point(const char *path)
 {
     char parent[PATH_MAX], child[PATH_MAX], src[PATH_MAX], link[PATH_MAX];
     const char *name;
@@ -132,7 +132,7 @@ static int make_mount_point(const char *path, const char *link_to)
     int pfd;
 
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return 0;
+        return;
     snprintf(parent, sizeof parent, "%s", path);
     *strrchr(parent, '/') = '\0';
     name = path + strlen(parent) + 1;
@@ -176,14 +176,8 @@ static int make_mount_point(const char *path, const char *link_to)
     }
     closedir(dir);
     close(pfd);
-    if (link_to) {
-        if (symlink(link_to, path) != 0)
-            die("cannot create %s", path);
-        return 1;
-    }
     if (mkdir(path, 0755) != 0)
         die("cannot create %s", path);
-    return 0;
 }
 
 /* overlayfs lowerdir= option: the top layer first, as given */
@@ -274,13 +268,8 @@ int main(int argc, char **argv)
     }
 
     enter_user_namespace();
-    /* A build (-w, one layer, no prefix) may see its staging directory through
-     * a symlink instead of a bind: then it stays on the same mount as the
-     * package caches, and uv/rattler can hard-link from them (link(2) fails
-     * across mounts, even of one file system). */
-    int linked = make_mount_point(mount_path, writable && nlayers == 1 && !upper && !nprefixes ? layers[0] : NULL);
-    if (!linked)
-        mount_layers(layers, nlayers, writable, upper, work);
+    make_mount_point(mount_path);
+    mount_layers(layers, nlayers, writable, upper, work);
     for (int i = 0; i < nprefixes; i++)
     {
         bind(mount_path, prefixes[i], 0);
