@@ -268,6 +268,25 @@ def test_several_layers_fail_clearly_pointing_to_compact(app, user, env, appenv,
     assert "several image layers" in proc.stderr and f"sqenv compact {copy}" in proc.stderr
 
 
+def test_updates_of_an_apptainer_install_stay_one_image(app, user, work, appenv, base_sif) -> None:
+    prefix = work / "for-apptainer"
+    create = [*SQENV, "create", prefix, "six", "--python", BASE_PYTHON, "--engine", "apptainer", "-q"]
+    ok(run(app, user, [*create, "--base-image", base_sif]))
+    ok(run(app, user, [*SQENV, "update", prefix, "idna", "-q"]))
+    assert len(list(prefix.glob("v2-*.sqfs"))) == 1
+    assert f"SQENV_LAYERS={next(prefix.glob('v2-*.sqfs')).name}" in (prefix / "launcher").read_text()
+    out = ok(
+        py(
+            app,
+            user,
+            prefix,
+            "import idna, six, os; print(idna.__name__, bool(os.environ['APPTAINER_NAME']))",
+            env={"SQENV_APPTAINER_HOST_DIRS": appenv["SQENV_APPTAINER_HOST_DIRS"]},
+        )
+    )
+    assert out.stdout.split() == ["idna", "True"]
+
+
 def test_srun_two_tasks_with_apptainer(app, user, env, appenv) -> None:
     from slurm import ensure_slurm
 

@@ -238,6 +238,15 @@ def _pack_and_publish(install: Install, data: dict, record: dict, ctx: BuildCont
             tmp.unlink()
 
 
+def _runs_in_container(version: dict) -> bool:
+    """Whether launches of this install go to Apptainer/Singularity: its own engine, or a forced config."""
+    from sqenv.config import load_config
+
+    config = load_config()
+    engine = config.get("engine") if config.setting("engine").forced else (version.get("launch") or {}).get("engine")
+    return engine in ("apptainer", "singularity")
+
+
 def update(prefix: Path, change: Change, ui: UI, options: Options = Options()) -> dict | None:
     """Apply `change` as a new version; None when it changed nothing."""
     with _session(prefix, ui, options, change) as (install, data, ctx):
@@ -261,12 +270,14 @@ def update(prefix: Path, change: Change, ui: UI, options: Options = Options()) -
                 versions.finish(install, data, base["number"], ui)
             return None
         packages = [{k: v for k, v in vars(p).items() if v is not None} for p in result.packages]
-        # Past the launcher's limit, or over an image others cannot read through overlayfs: pack it all.
-        whole = len(lowers) + 1 > options.max_layers or not _readable(install, base)
+        # Past the launcher's limit, over an image others cannot read through overlayfs, or for an
+        # install that runs in Apptainer (which cannot stack layers over PREFIX): pack it all.
+        single = _runs_in_container(base)
+        whole = single or len(lowers) + 1 > options.max_layers or not _readable(install, base)
         parts = [versions.package_diff(base.get("packages", []), packages)]
         parts += [f"post-install {change.post_install.name}"] if change.post_install else []
         summary = "; ".join(p for p in parts if p) or "files changed"
-        if whole:
+        if whole and not single:
             summary += " (layers compacted)" if len(lowers) + 1 > options.max_layers else " (repacked readable)"
         record = versions.new_record(base, "update", inputs=change.inputs(), packages=packages,
                                      programs=_programs(ctx), summary=summary,
