@@ -77,7 +77,8 @@ def environment_yml(data: dict, version: dict, prefix: Path) -> str:
     if pins:
         deps.append({"pip": pins})
     doc = {"name": prefix.name, "channels": [channel_name(c, alias) for c in channels], "dependencies": deps}
-    variables = ((version.get("inputs") or {}).get("conda") or {}).get("variables")
+    # the lock keeps them across updates; the inputs only say what `create` got
+    variables = lock.get("variables") or ((version.get("inputs") or {}).get("conda") or {}).get("variables")
     if variables:
         doc["variables"] = {k: v for k, v in variables}
     header = f"# Exported by sqenv from {prefix} (version {version['number']}, {lock['platform']})\n"
