@@ -258,9 +258,11 @@ def test_doctor_passes_here() -> None:
     assert "FAIL" not in proc.stdout
 
 
-def test_tykky_pip_containerize(tmp_path: Path) -> None:
+def test_tykky_pip_containerize_with_environ_file(tmp_path: Path) -> None:
     req = tmp_path / "req.txt"
     req.write_text("six\n")
+    environ = tmp_path / "environ.sh"
+    environ.write_text('export SQENV_TEST_ENVIRON="set before launch"\n')
     prefix = tmp_path / "tykky"
     proc = run(
         [
@@ -271,9 +273,12 @@ def test_tykky_pip_containerize(tmp_path: Path) -> None:
             "new",
             "--prefix",
             str(prefix),
+            "--environ",
+            str(environ),
             str(req),
         ],
         env={"PATH": f"{os.path.dirname(BASE_PYTHON)}:{os.environ['PATH']}"},
     )
     ok(proc)
-    assert ok(py(prefix, "import six; print('tykky')")).stdout.strip() == "tykky"
+    out = ok(py(prefix, "import os, six, sys; print(os.environ['SQENV_TEST_ENVIRON']); print(sys.executable)"))
+    assert out.stdout.splitlines() == ["set before launch", f"{prefix}/bin/python"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from sqenv.build.base import BuildContext, BuildResult
+from sqenv.build import _SOURCE
 from sqenv.build.conda import (
     ACTIVATE,
     EXTERNALLY_MANAGED,
@@ -113,6 +114,9 @@ def refresh_mounted(ctx: BuildContext, variables: dict[str, str] | None = None) 
         (ctx.workdir / "state").write_text(_state(own))
         writes.append((ctx.workdir / "state", f"{mount}/conda-meta/state"))
     body = _activation(ctx, found["env_vars"], found["scripts"], own)
+    if _SOURCE in (found["activate"] or ""):  # keep sourcing the install's --environ file
+        head, sep, tail = body.rpartition('exec "$@"')
+        body = head + _SOURCE + sep + tail
     if body != found["activate"]:
         (ctx.workdir / "activate.sh").write_text(body)
         writes.append((ctx.workdir / "activate.sh", f"{mount}/{ACTIVATE}"))

@@ -20,6 +20,9 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pre-install", type=Path, metavar="SCRIPT", help="sh script run inside the (empty) environment before install"
     )
+    p.add_argument(
+        "--environ", type=Path, metavar="FILE", help="sh file sourced in the environment before every program starts"
+    )
     p.add_argument("--compression", choices=COMPRESSIONS, help="image compression (default: zstd level 3)")
     p.add_argument("--compression-level", type=int, metavar="N", help="compressor level")
     p.add_argument(
@@ -101,6 +104,7 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
         ),
         post_install=args.post_install.absolute() if args.post_install else None,
         pre_install=args.pre_install.absolute() if args.pre_install else None,
+        environ_file=args.environ.absolute() if args.environ else None,
         compression=args.compression or "zstd",
         mpi=args.mpi,
         engine=getattr(args, "engine", None),

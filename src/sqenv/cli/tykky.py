@@ -38,6 +38,8 @@ def _tail(args: argparse.Namespace) -> list[str]:
         out += ["--post-install", args.post_install]
     if args.pre_install:
         out += ["--pre-install", args.pre_install]
+    if args.environ:
+        out += ["--environ", args.environ]
     if args.verbose:
         out.append("-v")
         for flag in _IGNORED:
@@ -45,10 +47,9 @@ def _tail(args: argparse.Namespace) -> list[str]:
                 print(f"sqenv: `{flag}` has no effect here (sqenv always uses uv and rattler)", file=sys.stderr)
     if args.quiet:
         out.append("-q")
-    if args.environ or args.wrapper_paths:
-        given = [f for f, v in (("--environ", args.environ), ("-w", args.wrapper_paths)) if v]
+    if args.wrapper_paths:
         raise UsageError(
-            f"{', '.join(given)} is not supported by sqenv's Tykky compatibility yet",
+            "`-w/--wrapper-paths` is not supported by sqenv's Tykky compatibility yet",
             "drop the option; sqenv puts launchers for every program of the environment in PREFIX/bin",
         )
     return out

@@ -242,6 +242,7 @@ def _common(args: argparse.Namespace) -> dict:
         "prefix": args.prefix.absolute(),
         "post_install": args.post_install.absolute() if args.post_install else None,
         "pre_install": args.pre_install.absolute() if getattr(args, "pre_install", None) else None,
+        "environ_file": args.environ.absolute() if getattr(args, "environ", None) else None,
         "compression": args.compression or "zstd",
         "mpi": getattr(args, "mpi", None),
         "engine": getattr(args, "engine", None),
