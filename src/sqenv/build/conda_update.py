@@ -19,8 +19,8 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sqenv.build.base import BuildContext, BuildResult
 from sqenv.build import _SOURCE
+from sqenv.build.base import BuildContext, BuildResult
 from sqenv.build.conda import (
     ACTIVATE,
     EXTERNALLY_MANAGED,
