@@ -38,6 +38,14 @@ while [ ! -f "${sqenv_self%/*}/../launcher" ] && [ ! -f "${sqenv_self%/*}/sqenv.
         *) sqenv_self=${sqenv_self%/*}/$sqenv_link ;;
     esac
 done
+# `./python`, `../env/bin/python`, PATH=.: the directory has dot components
+# that would make PREFIX wrong; resolve them (a subshell, only in this case).
+case ${sqenv_self%/*}/ in
+    */./* | */../*)
+        sqenv_dir=$(cd -P -- "${sqenv_self%/*}" && pwd -P) || sqenv_die "cannot enter the directory of $0"
+        sqenv_self=$sqenv_dir/${sqenv_self##*/}
+        ;;
+esac
 sqenv_name=${sqenv_self##*/}
 if [ "$sqenv_name" = launcher ] && [ -f "${sqenv_self%/*}/sqenv.json" ]; then
     SQENV_PREFIX=${sqenv_self%/*}
