@@ -52,10 +52,12 @@ def clean_runtime(victim: User):
         for mnt in fuse_mounts(str(runtime)):
             subprocess.run(["fusermount3", "-u", "-z", mnt], check=False)
         subprocess.run(["pkill", "-u", str(victim.uid), "-x", "squashfuse_ll"], check=False)
-        if runtime.is_symlink() or runtime.is_file() or stat.S_ISFIFO(os.lstat(runtime).st_mode if os.path.lexists(runtime) else 0):
-            runtime.unlink()
-        elif runtime.exists():
+        if not os.path.lexists(runtime):
+            return
+        if stat.S_ISDIR(os.lstat(runtime).st_mode):
             shutil.rmtree(runtime)
+        else:  # a planted symlink, FIFO or file
+            runtime.unlink()
 
     wipe()
     yield runtime
@@ -176,10 +178,7 @@ def fd_probe(prefix: Path, victim: User, env: dict[str, str], tmp_path: Path) ->
         files[fd] = path
     tmp_path.chmod(0o755)
     code = (
-        "import os\n"
-        "for fd in range(3, 21):\n"
-        "    os.lseek(fd, 0, 0)\n"
-        "    print(fd, os.read(fd, 100).decode().strip())\n"
+        "import os\nfor fd in range(3, 21):\n    os.lseek(fd, 0, 0)\n    print(fd, os.read(fd, 100).decode().strip())\n"
     )
     # bash opens them on their own numbers (dash takes only 0-9), then becomes the victim's program
     redirs = " ".join(f"{fd}<{path}" for fd, path in files.items())
