@@ -56,13 +56,15 @@ def _userns() -> str | None:
     return None
 
 
-def _compiler() -> str | None:
-    from sqenv.launch.helper import enter_binary
+def _helper() -> str | None:
+    from sqenv.launch.helper import enter_binary, is_static
 
     try:
-        enter_binary()
+        path = enter_binary()
     except SqenvError as err:
         return err.message
+    if not is_static(path):
+        return f"`{path}` is dynamically linked: it may fail on compute nodes with an older glibc"
     return None
 
 
@@ -88,7 +90,12 @@ CHECKS = (
         _userns,
         "ask the admins to set `sysctl user.max_user_namespaces=15000`, or use SQENV_ENGINE=apptainer",
     ),
-    Check("C compiler", "create", _compiler, "install gcc (Debian: `apt-get install gcc libc6-dev`)"),
+    Check(
+        "sqenv-enter helper",
+        "create",
+        _helper,
+        "reinstall sqenv with a C compiler and static libc (Debian: gcc libc6-dev; RHEL: glibc-static)",
+    ),
     Check(
         "setsid, flock",
         "run (embedded)",
@@ -234,7 +241,7 @@ def engine_choice(prefix: Path | None = None, env: Mapping[str, str] | None = No
             try:
                 (enter_dir / "sqenv-enter").symlink_to(enter_binary())
             except SqenvError:
-                pass  # no helper: the embedded engine cannot run (the C compiler check says why)
+                pass  # no helper: the embedded engine cannot run (the helper check says why)
         engine, message = launcher_choice(enter_dir, default, env)
         blockers = _embedded_blockers(enter_dir / "sqenv-enter")
     if engine == "none":  # what the launcher would say

@@ -1,22 +1,21 @@
-"""Build the `sqenv-enter` helper from its C source, once per source version.
+"""The `sqenv-enter` helper shipped in this package, and sqenv's cache directory.
 
-The binary is cached under the user's cache directory and copied into every
-install, so an install keeps working when sqenv itself is gone or upgraded.
-A static build is preferred: it runs on compute nodes whose libc differs from
-the login node's.
+The helper is compiled (statically) when sqenv is built or installed
+(`setup.py`), never at `sqenv create`: users need no compiler, and the binary
+runs on compute nodes whose glibc differs from the login node's. It is copied
+into every install, so an install keeps working when sqenv itself is gone or
+upgraded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
+import struct
+from importlib import resources
 from pathlib import Path
 
 from sqenv.errors import ToolMissing
-from sqenv.launch import MOUNT_PATH, template
 
 
 def cache_dir() -> Path:
@@ -28,34 +27,44 @@ def cache_dir() -> Path:
     return Path(os.path.expanduser(base))
 
 
+_REINSTALL = "reinstall sqenv (`pip install .` builds it; that needs a C compiler and static libc, once)"
+
+
 def enter_binary() -> Path:
-    """Path of a compiled `sqenv-enter` matching this sqenv's source."""
-    source = template("enter.c")
-    digest = hashlib.sha256((source + MOUNT_PATH).encode()).hexdigest()[:12]
-    target = cache_dir() / "bin" / f"sqenv-enter-{digest}"
-    if target.is_file() and os.access(target, os.X_OK):
-        return target
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
-        raise ToolMissing(
-            "no C compiler found to build the `sqenv-enter` helper",
-            "install gcc (Debian: `apt-get install gcc libc6-dev`), or load a compiler module",
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src = Path(tmp, "enter.c")
-        src.write_text(source)
-        out = Path(tmp, "sqenv-enter")
-        base = [compiler, "-O2", "-Wall", f'-DSQENV_MOUNT_PATH="{MOUNT_PATH}"', "-o", str(out), str(src)]
-        for extra in (["-static"], []):
-            proc = subprocess.run(base + extra, capture_output=True, text=True)
-            if proc.returncode == 0:
-                break
-        else:
-            raise ToolMissing(
-                f"cannot compile the `sqenv-enter` helper: {proc.stderr.strip()[-500:]}",
-                "install a working C compiler and libc headers",
-            )
-        out.chmod(0o755)
-        os.replace(out, target)
-    return target
+    """Path of the `sqenv-enter` binary built with this sqenv (from this source)."""
+    here = resources.files(__package__)
+    path = Path(str(here.joinpath("sqenv-enter")))
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise ToolMissing(f"this sqenv has no `sqenv-enter` helper (`{path}` is missing)", _REINSTALL)
+    stamp = path.with_name("sqenv-enter.sha256")
+    source = here.joinpath("enter.c")
+    if source.is_file():  # a checkout whose helper source changed since it was built
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        if not stamp.is_file() or stamp.read_text().strip() != digest:
+            raise ToolMissing(f"the `sqenv-enter` helper at `{path}` is older than its source", _REINSTALL)
+    return path
+
+
+def is_static(path: Path) -> bool:
+    """No ELF interpreter (PT_INTERP): runs whatever the node's glibc is."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit ELF only
+        return False
+    endian = "<" if head[5] == 1 else ">"
+    phoff, phentsize, phnum = (struct.unpack_from(endian + "Q", head, 0x20)[0],
+                               *struct.unpack_from(endian + "HH", head, 0x36))  # fmt: skip
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        if off + 4 > len(head):
+            break
+        if struct.unpack_from(endian + "I", head, off)[0] == 3:  # PT_INTERP
+            return False
+    return True
+
+
+def describe() -> str:
+    """What the helper is, for `sqenv doctor`."""
+    path = enter_binary()
+    kind = "static" if is_static(path) else "dynamically linked: may fail on nodes with an older glibc"
+    return f"`{path}` ({kind}, {path.stat().st_size // 1024} KiB)"
