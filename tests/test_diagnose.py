@@ -38,6 +38,7 @@ def captured(name: str) -> tuple[str, int]:
         ("noversion", "no-version", "no version of `good` matches"),
         ("conflict", "conflict", "the requirements conflict with each other"),
         ("oom", "memory", "ran out of memory"),
+        ("threads", "memory", "ran out of memory (or of processes): it could not start a thread"),
     ],
 )
 def test_uv_failures_are_classified_by_cause(name: str, kind: str, headline: str) -> None:

@@ -82,6 +82,11 @@ def killed(what: str, code: int, output: str) -> Diagnosis | None:
     if re.search(r"memory allocation of \d+ bytes failed|MemoryError|Cannot allocate memory|out of memory", output,
                  re.IGNORECASE):  # fmt: skip
         return Diagnosis("memory", f"{what} ran out of memory", HINT_MEMORY)
+    if re.search(r"ThreadPoolBuildError|failed to spawn thread|can't start new thread", output) and re.search(
+        r"Resource temporarily unavailable|WouldBlock", output
+    ):
+        return Diagnosis("memory", f"{what} ran out of memory (or of processes): it could not start a thread",
+                         HINT_MEMORY)  # fmt: skip
     if code < 0:
         name = signal_name(-code)
         if -code == signal.SIGKILL:
