@@ -101,6 +101,20 @@ def _paths(value: Any) -> list[str]:
     return list(value)
 
 
+def _strings(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError('must be a list of strings, e.g. ["https://mirror.example.org/simple"]')
+    return list(value)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no"):
+        return value.strip().lower() in ("1", "true", "yes")  # from an environment variable
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 @dataclass(frozen=True)
 class Key:
     check: Callable[[Any], Any]
@@ -123,6 +137,12 @@ KEYS: dict[str, Key] = {
     "runtime_dir": Key(_runtime_path, None, "where images are mounted (default: /tmp/sqenv-UID)", "SQENV_RUNTIME_DIR"),
     "stage_dir": Key(_runtime_path, "/tmp", "node-local directory for `sqenv stage`", "SQENV_STAGE_DIR"),
     "keep_versions": Key(_int(1), 3, "versions kept for rollback"),
+    # where uv finds pip packages (see sqenv.spec.index); recorded per install, reused by updates
+    "index_url": Key(_text, None, "pip package index (default: PyPI)"),
+    "extra_index_urls": Key(_strings, [], "more pip package indexes"),
+    "find_links": Key(_strings, [], "directories or pages of wheels/sdists"),
+    "no_index": Key(_bool, False, "use no index, only `find_links`"),
+    "system_certs": Key(_bool, False, "trust the system's TLS certificates (uv's --system-certs)"),
 }
 
 

@@ -37,6 +37,8 @@ from sqenv.pipeline import check_tools
 from sqenv.publish import launchers
 from sqenv.publish.layout import Install
 from sqenv.spec import BuildSpec, PipInputs
+from sqenv.spec.index import IndexOptions
+from sqenv.spec.index import resolve as resolve_index
 from sqenv.ui import UI
 
 MAX_LAYERS = 4
@@ -53,6 +55,8 @@ class Change:
     environment_file: Path | None = None
     post_install: Path | None = None
     base: dict = field(default_factory=dict, compare=False)
+    index: IndexOptions = field(default_factory=IndexOptions)
+    """Package sources given on the command line; the install's recorded ones fill the rest."""
 
     def inputs(self) -> dict:
         items = {
@@ -160,9 +164,12 @@ def pack_merged(ctx: BuildContext, output: Path) -> Image:
 def _context(install: Install, kind: str, work: Path, ui: UI, change: Change, options: Options) -> BuildContext:
     python = (change.base.get("python") or {}).get("executable")
     pip = PipInputs(requirement_files=change.requirement_files, packages=change.packages, python=python)
+    from sqenv.config import load_config
+
+    index = resolve_index(change.index, load_config(), ui, (change.base.get("inputs") or {}).get("index"))
     spec = BuildSpec(prefix=install.prefix, kind=kind, pip=pip, post_install=change.post_install,  # type: ignore[arg-type]
                      compression=options.compression, compression_level=options.compression_level,
-                     jobs=options.jobs, build_dir=options.build_dir)  # fmt: skip
+                     jobs=options.jobs, build_dir=options.build_dir, index=index)  # fmt: skip
     return BuildContext(spec=spec, staging=work / "upper", workdir=work, enter=enter_binary(), ui=ui, cwd=Path.cwd())
 
 
@@ -193,6 +200,8 @@ def _keep_log(log: Path, err: SqenvError) -> None:
         shutil.copyfile(log, dest)
         if str(log) in err.message:
             err.message = err.message.replace(str(log), str(dest))
+        elif err.details and str(log) in err.details:
+            err.details = err.details.replace(str(log), str(dest))
         else:
             err.details = "\n".join(x for x in (err.details, f"  full log: {dest}") if x)
 
@@ -279,7 +288,8 @@ def update(prefix: Path, change: Change, ui: UI, options: Options = Options()) -
         summary = "; ".join(p for p in parts if p) or "files changed"
         if whole and not single:
             summary += " (layers compacted)" if len(lowers) + 1 > options.max_layers else " (repacked readable)"
-        record = versions.new_record(base, "update", inputs=change.inputs(), packages=packages,
+        inputs = {**change.inputs(), **({"index": ctx.spec.index.record()} if ctx.spec.index.record() else {})}
+        record = versions.new_record(base, "update", inputs=inputs, packages=packages,
                                      programs=_programs(ctx), summary=summary,
                                      python=result.python, **result.extra)  # fmt: skip
         record = _pack_and_publish(install, data, record, ctx, whole)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqenv.errors import BuildError, SqenvError
 from sqenv.launch import MOUNT_PATH
@@ -68,13 +69,16 @@ class BuildContext:
         error: type[SqenvError] = BuildError,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        **output: Any,
     ) -> str:
-        """Run a command with the staging directory mounted at MOUNT_PATH."""
+        """Run a command with the staging directory mounted at MOUNT_PATH (`output`: `ui.run`'s
+        classify/progress/stream)."""
         mounts = self.mounts or ("-w", "-l", str(self.staging))
         full = [str(self.enter), *mounts, "--", *argv]
         merged = dict(os.environ)
         merged.update(env or {})
-        return run(self.ui, full, log=self.log, error=error, what=what, hint=hint, env=merged, cwd=cwd or self.cwd)
+        return run(self.ui, full, log=self.log, error=error, what=what, hint=hint, env=merged, cwd=cwd or self.cwd,
+                   **output)  # fmt: skip
 
     @property
     def mount_path(self) -> str:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from sqenv.build.base import BuildContext, BuildResult, Package
 from sqenv.build.pip import _uv
+from sqenv.diagnose import details as _details
+from sqenv.diagnose import network
 from sqenv.errors import BuildError, InputError, SqenvError
 from sqenv.launch import template
 from sqenv.spec.conda import (
@@ -60,7 +62,7 @@ Error=This Python belongs to a sqenv environment: it lives in a read-only image,
 def _explain(err: dict, ctx: BuildContext) -> SqenvError:
     """One clear message for each failure the worker reports."""
     kind, message, details = err.get("kind"), err.get("message", "conda step failed"), err.get("details")
-    shown = "\n".join("  | " + line for line in (details or "").splitlines()[-40:]) or None
+    shown = _details((details or "").splitlines(), ctx.log) if details else None
     alias = ctx.spec.conda.channel_alias or DEFAULT_ALIAS
     channels = ", ".join(f"`{channel_name(c, alias)}`" for c in ctx.spec.conda.channels) or "the channels"
     if kind == "missing":
@@ -85,8 +87,10 @@ def _explain(err: dict, ctx: BuildContext) -> SqenvError:
     if kind == "channel":
         name = channel_name(err.get("channel", "?"), alias)
         where = f" ({err['channel']})" if name != err.get("channel") else ""
+        net = network(details or message)
+        why = net.headline.replace(" the package index", "") if net and net.kind in ("tls", "dns", "proxy") else message
         return BuildError(
-            f"cannot reach channel `{name}`{where}: {message}",
+            f"cannot reach channel `{name}`{where}: {why}",
             "check the network and proxy settings; build from the package cache and local channels with "
             "`--offline`, or use a mirror with `--channel-alias URL`",
             shown if ctx.ui.level >= VERBOSE else None,
@@ -110,7 +114,9 @@ def _explain(err: dict, ctx: BuildContext) -> SqenvError:
             shown,
         )
     if kind == "download":
-        return BuildError(message, "check the network, or build with `--offline` from the package cache", shown)
+        net = network(details or "")
+        return BuildError(f"{message}: {net.headline}" if net else message,
+                          "check the network, or build with `--offline` from the package cache", shown)  # fmt: skip
     if kind in ("lockfile", "platform"):
         return InputError(message, "make the lock for this platform, or build from the environment file", shown)
     if kind == "locked-missing":

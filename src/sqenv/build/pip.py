@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +16,9 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from sqenv.build.base import BuildContext, BuildResult, Package
-from sqenv.errors import BuildError, InputError
+from sqenv.diagnose import classify_uv
+from sqenv.errors import InputError
+from sqenv.progress import UvProgress
 
 _PY_INFO = (
     "import json, os, sys, sysconfig; print(json.dumps({'version': '%d.%d.%d' % sys.version_info[:3],"
@@ -51,58 +52,37 @@ def find_python(requested: str | None) -> tuple[str, dict]:
     return path, info
 
 
-def explain(output: str) -> tuple[str, str | None] | None:
-    """One line (and a hint) for the uv failures users meet most."""
-    missing = re.search(r"Because (\S+) was not found in the package registry", output)
-    if missing:
-        return (
-            f"package `{missing.group(1)}` was not found on the package index",
-            "check the name (https://pypi.org/search), or the index given with `--index-url`",
-        )
-    version = re.search(r"Because there is no version of (\S+?)(==|>|<|~|!)", output)
-    if version:
-        return (f"no version of `{version.group(1)}` matches what was asked", "relax the version constraint")
-    if "No solution found" in output:
-        return ("the requirements conflict with each other", "see the resolver's explanation above")
-    built = re.search(r"Failed to (?:download and )?build `([^`]+)`", output)
-    if built:
-        return (
-            f"`{built.group(1)}` failed to build from source",
-            "install its build dependencies (compilers, headers), or pin a version with a binary wheel",
-        )
-    if "No space left on device" in output:
-        return (
-            "the build directory ran out of space",
-            "free space, or choose a larger one with `--build-dir DIR` or SQENV_BUILD_DIR",
-        )
-    return None
-
-
-def _uv(ctx: BuildContext, argv: list[str], what: str) -> str:
+def _uv(ctx: BuildContext, argv: list[str], what: str, *, copy: bool = False) -> str:
+    """Run uv in the build namespace: package sources from the spec, its progress read for the
+    display, a failure reported by its cause (`sqenv.diagnose`). `copy`: no hard links into uv's
+    cache (a post-install script may rewrite files in place; an update's target is an overlay)."""
+    uv = find_uv_bin()
     env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
-    if ctx.spec.post_install:
-        # A post-install script may rewrite files in place: do not share
-        # their inodes with uv's cache.
+    if copy or ctx.spec.post_install:
         env["UV_LINK_MODE"] = "copy"
-    try:
-        return ctx.run([find_uv_bin(), *argv], what=what, env=env)
-    except BuildError as err:
-        text = ctx.log.read_text(errors="replace")
-        known = explain(text)
-        if known:
-            raise BuildError(known[0], known[1], err.details) from None
-        raise
+    progress = None
+    if argv[0] == "venv":  # --seed fetches pip from the index
+        argv = [*argv, *ctx.spec.index.uv_args(uv)]
+    elif argv[:2] == ["pip", "install"]:
+        # -v: uv names each package as it resolves and fetches it (counts for the display, details for the log)
+        argv = [*argv[:2], "-v", *ctx.spec.index.uv_args(uv), *argv[2:]]
+        progress = UvProgress()
+    return ctx.run([uv, *argv], what=what, env=env, progress=progress,
+                   classify=lambda output, code: classify_uv(output, code, "uv"))  # fmt: skip
 
 
 def build(ctx: BuildContext) -> BuildResult:
     spec = ctx.spec.pip
     python, info = find_python(spec.python)
     mount = ctx.mount_path
-    venv = ["venv", "--seed", "--no-config", "--python", python, mount]
+    offline = ctx.spec.index.no_index
+    venv = ["venv", "--no-config", "--python", python, mount] + ([] if offline else ["--seed"])
     if spec.system_site_packages:
         venv.insert(1, "--system-site-packages")
     with ctx.ui.phase(f"Creating a venv on Python {info['version']} ({python})"):
         _uv(ctx, venv, "creating the venv")
+        if offline:  # no index to fetch pip from: the base Python's own copy
+            ctx.run([f"{mount}/bin/python", "-m", "ensurepip", "--default-pip"], what="seeding pip (ensurepip)")
     install = ["pip", "install", "--python", f"{mount}/bin/python", "--compile-bytecode"]
     for path in spec.requirement_files:
         install += ["-r", str(path)]
@@ -129,14 +109,7 @@ def site_packages(staging: Path) -> Path | None:
 
 def _uv_over_layers(ctx: BuildContext, argv: list[str], what: str) -> str:
     """uv against the mounted layers: copies, since the target is an overlay (no hard links to the cache)."""
-    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", "UV_LINK_MODE": "copy"}
-    try:
-        return ctx.run([find_uv_bin(), *argv], what=what, env=env)
-    except BuildError as err:
-        known = explain(ctx.log.read_text(errors="replace"))
-        if known:
-            raise BuildError(known[0], known[1], err.details) from None
-        raise
+    return _uv(ctx, argv, what, copy=True)
 
 
 def update(ctx: BuildContext, change) -> BuildResult:

@@ -2,7 +2,8 @@
 
 The script runs with `sh`, with the environment's `bin` first on PATH (so
 `pip install x` and `python -c ...` act on it), the host visible, and the cwd
-where the user ran sqenv. A failure shows the script's last lines.
+where the user ran sqenv. Its output is streamed
+(prefixed); a failure says how it ended (exit code, or the signal that killed it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 from sqenv.build.base import BuildContext, BuildResult
+from sqenv.diagnose import classify_script
 from sqenv.errors import BuildError, InputError
 
 
@@ -26,11 +28,13 @@ def run(ctx: BuildContext, script: Path, result: BuildResult | None = None, *, p
         "SQENV_BUILD_PREFIX": mount,
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
+    what = f"{phase} script `{script}`"
     with ctx.ui.phase(f"Running the {phase} script {script.name}"):
         ctx.run(
             ["/bin/sh", str(script.resolve())],
-            what=f"{phase} script `{script}`",
-            hint="fix the script; its last lines are shown above",
+            what=what,
             error=BuildError,
             env=env,
+            classify=lambda output, code: classify_script(output, code, what),
+            stream=phase,  # the user debugging their script sees its output as it runs
         )

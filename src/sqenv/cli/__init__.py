@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from sqenv import __version__
 from sqenv.cli import config, create, doctor, export, info, run, stage, update, wrap
 from sqenv.errors import BuildError, Interrupted, SqenvError, UsageError
-from sqenv.ui import NORMAL, QUIET, UI, VERBOSE
+from sqenv.ui import DEBUG, NORMAL, QUIET, UI, VERBOSE
 
 COMMANDS = (create, run, info, doctor, update, export, stage, config, wrap)
 
@@ -28,7 +28,8 @@ class Parser(argparse.ArgumentParser):
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("-v", "--verbose", action="store_true", help="show the tools' own output")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="show the tools' own output (-vv: also sqenv's internal commands)")  # fmt: skip
     group.add_argument("-q", "--quiet", action="store_true", help="show errors only")
 
 
@@ -43,7 +44,8 @@ def build_parser() -> Parser:
 
 
 def make_ui(args: argparse.Namespace) -> UI:
-    level = VERBOSE if getattr(args, "verbose", False) else QUIET if getattr(args, "quiet", False) else NORMAL
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    level = (DEBUG if verbose > 1 else VERBOSE) if verbose else QUIET if getattr(args, "quiet", False) else NORMAL
     return UI(level=level)
 
 

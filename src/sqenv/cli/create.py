@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from sqenv.config import apply_build_config
 from sqenv.errors import UsageError
 from sqenv.pipeline import create
 from sqenv.spec import COMPRESSIONS, BuildSpec, PipInputs
+from sqenv.spec.index import from_args
+from sqenv.spec.index import resolve as resolve_index
 from sqenv.spec.requirements import check_file, check_spec
-from sqenv.ui import UI
+from sqenv.ui import NORMAL, QUIET, UI
 
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
@@ -29,6 +32,19 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
         "--build-dir", type=Path, metavar="DIR", help="where to build (default: $SQENV_BUILD_DIR or $TMPDIR)"
     )
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="cores for packing (default: all)")
+
+
+def add_index_options(p: argparse.ArgumentParser) -> None:
+    """Where uv finds pip packages (also the `pip:` part of conda environments); config keys of the same names."""
+    g = p.add_argument_group("package index (pip packages; recorded, reused by `sqenv update`)")
+    g.add_argument("--index-url", metavar="URL", help="package index instead of PyPI (config: index_url)")
+    g.add_argument("--extra-index-url", action="append", default=[], metavar="URL",
+                   help="another index, searched too (repeatable; config: extra_index_urls)")  # fmt: skip
+    g.add_argument("--find-links", action="append", default=[], metavar="DIR_OR_URL",
+                   help="a directory or page of wheels and sdists (repeatable; config: find_links)")  # fmt: skip
+    g.add_argument("--no-index", action="store_true", help="no index at all, only --find-links (config: no_index)")
+    g.add_argument("--system-certs", "--native-tls", dest="system_certs", action="store_true",
+                   help="trust the system's TLS certificates, e.g. a site's own CA (config: system_certs)")  # fmt: skip
 
 
 def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
@@ -84,6 +100,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     )
     p.add_argument("--force", action="store_true", help="replace PREFIX if it exists")
     add_build_options(p)
+    add_index_options(p)
     add_output_options(p)
     p.set_defaults(execute=execute)
 
@@ -117,17 +134,20 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
 
 
 def spec_from_args(args: argparse.Namespace) -> BuildSpec:
-    apply_build_config(args)  # site/user config for build options; forced values win, with a warning
+    config = apply_build_config(args)  # site/user config for build options; forced values win, with a warning
+    index = resolve_index(from_args(args), config, UI(level=QUIET if getattr(args, "quiet", False) else NORMAL))
+    if index.no_index and not index.find_links:
+        raise UsageError("`--no-index` leaves uv nowhere to find packages", "add `--find-links DIR`")
     conda = args.file or args.channel or args.lock_from
     if conda:
         from sqenv.spec.conda import conda_spec
 
-        return conda_spec(args)
+        return replace(conda_spec(args), index=index)
     if not args.requirement and not args.packages:
         raise UsageError("nothing to install", "give packages, `-r requirements.txt`, or `-f environment.yml`")
     if args.post_install and not args.post_install.is_file():
         raise UsageError(f"post-install script `{args.post_install}` does not exist")
-    return pip_spec(args)
+    return replace(pip_spec(args), index=index)
 
 
 def execute(args: argparse.Namespace, ui: UI) -> int:

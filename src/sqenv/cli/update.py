@@ -9,11 +9,13 @@ from datetime import datetime
 from pathlib import Path
 
 from sqenv import versions
+from sqenv.cli.create import add_index_options
 from sqenv.config import load_config
 from sqenv.errors import SqenvError, UsageError
 from sqenv.publish import metadata
 from sqenv.publish.layout import Install
 from sqenv.spec import COMPRESSIONS
+from sqenv.spec.index import from_args as index_from_args
 from sqenv.spec.requirements import check_file, check_spec
 from sqenv.ui import UI
 from sqenv.update import Change, Options, compact, update
@@ -48,6 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     p.add_argument("-f", "--file", type=Path, metavar="YML",
                    help="conda environment.yml to re-solve for (conda installs)")  # fmt: skip
     p.add_argument("--post-install", type=Path, metavar="SCRIPT", help="sh script run inside the environment")
+    add_index_options(p)
     _pack_options(p)
     add_output_options(p)
     p.set_defaults(execute=execute_update)
@@ -123,6 +126,7 @@ def change_from_args(args: argparse.Namespace) -> Change:
         remove=tuple(args.remove),
         environment_file=args.file.absolute() if args.file else None,
         post_install=args.post_install.absolute() if args.post_install else None,
+        index=index_from_args(args),
     )
     if not change.inputs() and args.keep is None:
         raise UsageError("nothing to update", "give packages, `-r FILE`, `--remove PKG` or `--post-install SCRIPT`")

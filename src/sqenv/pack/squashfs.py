@@ -14,8 +14,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqenv.diagnose import classify_mksquashfs
 from sqenv.errors import PackError
 from sqenv.launch import IMAGE_MARKER
+from sqenv.progress import PackProgress
 from sqenv.ui import UI, run
 
 LEVELS = {"zstd": 3, "gzip": 6, "xz": None, "lz4": None}
@@ -97,22 +99,18 @@ def pack(
     level = level if level is not None else LEVELS.get(compression)
     if level is not None:
         argv += ["-Xcompression-level", str(level)]
-    argv += ["-no-progress"] if ui.level < 2 else []
+    # its progress bar (drawn into the pipe too) feeds the live display on a terminal; off one, no bar
+    argv += [] if ui.fancy else ["-no-progress"]
     with ui.phase(f"Packing {count:,} files ({installed / 1e6:,.0f} MB) into one {compression} image"):
         try:
-            run(
-                ui,
-                argv,
-                log=log,
-                error=PackError,
-                what="mksquashfs",
-                hint="if the disk is full, free space in the install's file system",
-            )
+            run(ui, argv, log=log, error=PackError, what="mksquashfs", progress=PackProgress(),
+                classify=classify_mksquashfs)  # fmt: skip
         except PackError as err:
-            if "No space left" in (err.details or "") or "No space left" in log.read_text(errors="replace"):
+            if "No space left" in (err.details or "") or err.message.startswith("no space left"):
                 raise PackError(
                     f"no space left to write the image next to `{output.parent}`",
                     "free space on that file system, then retry",
+                    err.details,
                 ) from None
             raise
     return Image(

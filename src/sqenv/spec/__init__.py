@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sqenv.spec.index import IndexOptions
+
 Kind = Literal["pip", "conda", "wrap"]
 COMPRESSIONS = ("zstd", "gzip", "xz", "lz4")
 
@@ -71,6 +73,7 @@ class BuildSpec:
     jobs: int | None = None
     force: bool = False
     build_dir: Path | None = None
+    index: IndexOptions = field(default_factory=IndexOptions)
 
     def inputs(self) -> dict:
         """The inputs as JSON-able data, for the metadata and `sqenv history`."""
@@ -87,6 +90,8 @@ class BuildSpec:
         data = asdict(self)
         for key in ("prefix", "force", "build_dir"):
             data.pop(key)
+        if not self.index.record():
+            data.pop("index")
         for other in ("pip", "conda", "wrap"):
             if other != self.kind:
                 data.pop(other)
