@@ -20,24 +20,36 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "src" / "sqenv" / "launch" / "enter.c"
+SOURCES = [SOURCE, SOURCE.with_name("serve.c")]
 TARGET = SOURCE.with_name("sqenv-enter")
+# the image server (serve.c) is libsquashfuse + libfuse3 with every decompressor squashfuse knows
+LIBS = ["-lsquashfuse_ll", "-lsquashfuse", "-lfuse3", "-lzstd", "-llz4", "-llzo2", "-llzma", "-lz", "-lpthread", "-ldl"]
 STAMP = SOURCE.with_name("sqenv-enter.sha256")  # the source it was built from
 
 
+def source_digest() -> str:
+    """What the helper is built from (the same function as sqenv.launch.helper's check)."""
+    h = hashlib.sha256()
+    for path in SOURCES:
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def compile_helper() -> None:
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+    digest = source_digest()
     if TARGET.exists() and STAMP.exists() and STAMP.read_text().strip() == digest:
         return
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise SystemExit("building sqenv needs a C compiler for its `sqenv-enter` helper (Debian: gcc libc6-dev)")
     tmp = TARGET.with_name(".sqenv-enter.tmp")
-    argv = [compiler, "-O2", "-Wall", "-static", "-o", str(tmp), str(SOURCE)]
+    argv = [compiler, "-O2", "-Wall", "-static", "-o", str(tmp), *map(str, SOURCES), *LIBS]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(
             "cannot link the `sqenv-enter` helper statically (it must run on compute nodes with an older glibc);"
-            f" install the static C library (Debian: libc6-dev, RHEL: glibc-static):\n{proc.stderr}"
+            " install the static libraries (Debian: libc6-dev libfuse3-dev libsquashfuse-dev libzstd-dev liblz4-dev"
+            f" liblzo2-dev liblzma-dev zlib1g-dev):\n{proc.stderr[-3000:]}"
         )
     tmp.chmod(0o755)
     os.replace(tmp, TARGET)

@@ -5,7 +5,10 @@
 #           (for Apptainer), strace, shellcheck.
 set -eu
 cd "$(dirname "$0")/.."
-runtime="squashfs-tools squashfuse fuse3 gcc libc6-dev util-linux python3 python3-venv"
+# fuse3: fusermount3 (mounts for ordinary users); squashfs-tools: mksquashfs (builds);
+# the -dev packages: static libraries of the sqenv-enter helper, compiled when sqenv is installed
+runtime="squashfs-tools fuse3 util-linux python3 python3-venv gcc libc6-dev libfuse3-dev libsquashfuse-dev
+ libzstd-dev liblz4-dev liblzo2-dev liblzma-dev zlib1g-dev"
 extra=""
 [ "${1-}" = --test ] && extra="slurm-wlm munge openmpi-bin libopenmpi-dev debootstrap bubblewrap strace shellcheck"
 missing=""

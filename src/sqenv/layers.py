@@ -1,7 +1,7 @@
 """The layers of an install as directories: mounted read-only for a build, and what an update wrote.
 
 An update's build directory holds the current layers mounted with
-squashfuse_ll (which unmount themselves if sqenv dies, even by SIGKILL), the
+sqenv's image server (which unmounts if sqenv dies, even by SIGKILL), the
 overlayfs upper directory that collects the changes, and its work directory.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sqenv.errors import InputError, PackError, PrefixError, ToolMissing
 from sqenv.launch import IMAGE_MARKER
+from sqenv.launch.helper import enter_binary
 from sqenv.publish.layout import Install
 from sqenv.publish.publisher import remove_tree
 from sqenv.workdir import base_dir
@@ -119,7 +120,7 @@ def _remove_workdir(path: Path) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM (squashfuse_ll then unmounts) when sqenv dies, even by SIGKILL."""
+    """In the child: get SIGTERM (the image server then unmounts) when sqenv dies, even by SIGKILL."""
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -127,10 +128,9 @@ def _die_with_parent() -> None:
 @contextlib.contextmanager
 def mounted(install: Install, layers: list[str], work: Path) -> Iterator[list[str]]:
     """Mount each layer read-only in `work/layers`; yield the mount points, top layer first."""
-    if not shutil.which("squashfuse_ll"):
-        raise ToolMissing(
-            "`squashfuse_ll` is not installed", "run `sqenv doctor` (Debian: `apt-get install squashfuse`)"
-        )
+    if not shutil.which("fusermount3"):
+        raise ToolMissing("`fusermount3` is not installed", "run `sqenv doctor` (Debian: `apt-get install fuse3`)")
+    server = [str(enter_binary()), "--serve", "-f"]  # sqenv's own image server (launch/serve.c), never idles out
     procs: list[tuple[Path, subprocess.Popen]] = []
     try:
         for i, name in enumerate(layers):
@@ -141,21 +141,21 @@ def mounted(install: Install, layers: list[str], work: Path) -> Iterator[list[st
                 )
             mnt.mkdir(parents=True)
             with (work / f"mount-{i}.log").open("w") as err:
-                proc = subprocess.Popen(["squashfuse_ll", "-f", str(image), str(mnt)], stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen([*server, str(image), str(mnt)], stdin=subprocess.DEVNULL,
                                         stdout=err, stderr=err, preexec_fn=_die_with_parent)  # fmt: skip
             procs.append((mnt, proc))
             deadline = time.monotonic() + 30
             while not (mnt / IMAGE_MARKER).exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     text = (work / f"mount-{i}.log").read_text(errors="replace").strip()
-                    raise PackError(f"cannot mount the image `{name}`: {text or 'squashfuse_ll failed'}",
+                    raise PackError(f"cannot mount the image `{name}`: {text or 'the image server failed'}",
                                     f"check it with `sqenv info --verify {install.prefix}`")  # fmt: skip
                 time.sleep(0.005)
         yield [str(mnt) for mnt, _ in reversed(procs)]
     finally:
         for mnt, proc in procs:
             with contextlib.suppress(Exception):
-                proc.terminate()  # squashfuse_ll unmounts on SIGTERM
+                proc.terminate()  # the server unmounts on SIGTERM
                 proc.wait(timeout=10)
             if mnt.is_mount():
                 _unmount(mnt)

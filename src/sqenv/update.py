@@ -1,6 +1,6 @@
 """Update and compact an install: a new image layer holding only the changes.
 
-The current layers are mounted read-only (squashfuse_ll, in the build
+The current layers are mounted read-only (sqenv's image server, in the build
 directory; for non-root users inside a user namespace of our own, see
 `layers.own_namespace`) and stacked with overlayfs under a writable upper
 directory at the mount path, inside the build namespace. The builder (uv for pip envs) and the

@@ -76,12 +76,6 @@ CHECKS = (
     Check(
         "mksquashfs", "create", _tool("mksquashfs"), "install squashfs-tools (Debian: `apt-get install squashfs-tools`)"
     ),
-    Check(
-        "squashfuse_ll",
-        "run (embedded)",
-        _tool("squashfuse_ll"),
-        "install squashfuse (Debian: `apt-get install squashfuse`)",
-    ),
     Check("fusermount3", "run (embedded)", _tool("fusermount3"), "install fuse3 (Debian: `apt-get install fuse3`)"),
     Check("/dev/fuse", "run (embedded)", _fuse, "ask the admins to load the fuse module and make /dev/fuse mode 0666"),
     Check(

@@ -6,7 +6,7 @@ Each engine is one POSIX sh file defining two functions, the whole interface:
     sqenv_<engine>_exec ARGS   mount/enter and exec `$sqenv_prog` with ARGS
                                (reads SQENV_PREFIX, SQENV_LAYERS, sqenv_argv0)
 
-`embedded` uses squashfuse_ll and the `sqenv-enter` helper (no root, no
+`embedded` uses the `sqenv-enter` helper (namespace and FUSE image server) (no root, no
 setuid); `apptainer` hands over to a site's Apptainer or SingularityCE. The
 launcher picks the first usable one per call, unless SQENV_ENGINE says.
 """

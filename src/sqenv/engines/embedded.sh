@@ -1,6 +1,6 @@
 # shellcheck shell=sh
 # Embedded engine: `sqenv-enter` mounts each image layer once per node, user
-# and image with squashfuse_ll (shared by concurrent and later launches, gone
+# and image with its own FUSE server (shared by concurrent and later launches, gone
 # SQENV_IDLE seconds after its last user), in a runtime directory it verifies
 # on every launch (/tmp is shared: see enter.c), then shows the image at the
 # fixed path in a private mount namespace and execs the program. Nothing here

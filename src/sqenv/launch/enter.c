@@ -248,6 +248,7 @@ static void mount_layers(char **layers, int n, int writable, const char *upper, 
  * ------------------------------------------------------------------------ */
 
 #define FUSE_MAGIC 0x65735546
+int serve_main(int argc, char **argv); /* serve.c */
 #define IMAGE_MARKER ".sqenv-image"
 #define MOUNT_TIMEOUT_MS 10000
 
@@ -530,7 +531,7 @@ static void run_wait(char *const argv[])
 }
 
 /*
- * Start `squashfuse_ll -f` for IMAGE on MNT in its own session (a Ctrl-C or
+ * Start the FUSE server (`sqenv-enter --serve`, serve.c) for IMAGE on MNT in its own session (a Ctrl-C or
  * hang-up of this terminal must not unmount an image other programs use),
  * detached from the program (double fork), with default signal handling and
  * no descriptor of ours. A small watcher waits for it and then removes the
@@ -542,7 +543,7 @@ static pid_t start_daemon(const char *image, const char *mnt, const char *rt, co
 {
     pid_t first = fork();
     if (first < 0)
-        die("cannot start squashfuse_ll");
+        die("cannot start the image server");
     if (first > 0)
         return first;
     /* first child: new session, no terminal or pipe of the caller's (a
@@ -563,10 +564,11 @@ static pid_t start_daemon(const char *image, const char *mnt, const char *rt, co
     if (watcher != 0)
         _exit(watcher < 0);
     {
-        char opts[64], err_name[NAME_MAX + 1];
+        char users[PATH_MAX + 256], err_name[NAME_MAX + 1], lock_name[NAME_MAX + 1];
         int status = 0;
-        snprintf(opts, sizeof opts, "ro,timeout=%s", idle);
+        snprintf(users, sizeof users, "%s/%s.users", rt, id);
         snprintf(err_name, sizeof err_name, "%s.err", id);
+        snprintf(lock_name, sizeof lock_name, "%s.lock", id);
         int err = openat(rtfd, err_name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
         pid_t daemon = fork();
         if (daemon == 0) {
@@ -574,7 +576,7 @@ static pid_t start_daemon(const char *image, const char *mnt, const char *rt, co
             if (err >= 0)
                 dup2(err, 2);
             close_from(3, -1, -1);
-            execlp("squashfuse_ll", "squashfuse_ll", "-f", "-o", opts, image, mnt, (char *)NULL);
+            execl("/proc/self/exe", "sqenv-enter", "--serve", "-t", idle, "-U", users, image, mnt, (char *)NULL);
             _exit(127);
         }
         /* keep only the status pipe and the runtime dir */
@@ -590,10 +592,32 @@ static pid_t start_daemon(const char *image, const char *mnt, const char *rt, co
             /* the launcher is gone: the mount worked and has idled out */
         }
         if (dir >= 0) {
-            struct stat st;
+            struct stat st, a, b;
+            struct statfs sf;
             if (byte == 0 || fstatat(dir, err_name, &st, 0) != 0 || st.st_size == 0)
                 unlinkat(dir, err_name, 0);
-            unlinkat(dir, id, AT_REMOVEDIR);
+            /* The mount point goes, under the mount lock (a new launch may be
+             * mounting there already), unless something is mounted on it. */
+            for (int tries = 0; tries < 50; tries++) {
+                int lock = openat(dir, lock_name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (lock < 0 || flock(lock, LOCK_EX) != 0)
+                    break;
+                if (fstat(lock, &a) != 0 || fstatat(dir, lock_name, &b, AT_SYMLINK_NOFOLLOW) != 0 ||
+                    a.st_ino != b.st_ino) {
+                    close(lock);
+                    continue;
+                }
+                int mfd = openat(dir, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (mfd >= 0 && fstatfs(mfd, &sf) == 0 && sf.f_type != FUSE_MAGIC) {
+                    close(mfd);
+                    unlinkat(dir, id, AT_REMOVEDIR);
+                } else if (mfd >= 0) {
+                    close(mfd);
+                }
+                unlinkat(dir, lock_name, 0);
+                close(lock);
+                break;
+            }
             /* the runtime dir itself once empty (a race with a new launch
              * there is retried by that launch: mount_images) */
             rmdir(rt);
@@ -617,9 +641,9 @@ static int mount_cold(int rtfd, const char *rt, const char *image, const char *i
     if (stat(image, &img_st) != 0 || !S_ISREG(img_st.st_mode))
         die_hint("restore it, or rebuild the environment with `sqenv create --force`",
                  "the image `%s` of this environment is missing", image);
-    if (!in_path("squashfuse_ll"))
-        die_hint("run `sqenv doctor` for how to install it, or set SQENV_ENGINE=apptainer",
-                 "`squashfuse_ll` is not installed on this node");
+    if (!in_path("fusermount3"))
+        die_hint("run `sqenv doctor` for how to install it (Debian: `apt-get install fuse3`), or set SQENV_ENGINE=apptainer",
+                 "`fusermount3` is not installed on this node");
     /* The lock file is removed by whoever holds it last: make sure the one
      * we locked is still the one in the directory. */
     for (int tries = 0;; tries++) {
@@ -739,6 +763,38 @@ static const char *staged_copy(const char *stage, const char *image, char *buf, 
     return buf;
 }
 
+/*
+ * Join the users of image ID: a shared flock on RUNTIME/ID.users, kept on a
+ * high descriptor across exec for the program's lifetime. The image's server
+ * idles out only once it can lock that file exclusively (serve.c), and then
+ * removes it: a file we locked that is no longer the one in the directory
+ * means that server is going, so join again. -1: the runtime dir is gone.
+ */
+static int join_users(int rtfd, const char *id)
+{
+    char name[NAME_MAX + 1];
+    struct stat a, b;
+    snprintf(name, sizeof name, "%s.users", id);
+    for (int tries = 0; tries < 50; tries++) {
+        int fd = openat(rtfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            if (errno == ENOENT)
+                return -1;
+            die("cannot open %s", name);
+        }
+        while (flock(fd, LOCK_SH) != 0)
+            if (errno != EINTR)
+                die("cannot lock %s", name);
+        if (fstat(fd, &a) == 0 && fstatat(rtfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino &&
+            a.st_dev == b.st_dev)
+            return fd;
+        close(fd);
+    }
+    errno = 0;
+    die("cannot join the users of %s", id);
+    return -1;
+}
+
 /* Mount (or reuse) each image, pin it, and return its directory as a layer. */
 static void mount_images(char **images, int n, const char *idle, const char *rt_conf, const char *stage,
                          const char *prefix, char **layers)
@@ -752,20 +808,30 @@ static void mount_images(char **images, int n, const char *idle, const char *rt_
         }
     for (int i = 0; i < n; i++) {
         char id[200], staged[PATH_MAX + NAME_MAX + 2];
-        int fd = -1;
+        int users = -1, live = -1;
         image_id(images[i], id, sizeof id);
-        for (int tries = 0; tries < 5 && fd < 0; tries++) {
-            fd = open_marker(rtfd, id);
-            if (fd >= 0)
-                break;
-            if (mount_cold(rtfd, rt, staged_copy(stage, images[i], staged, sizeof staged), id, idle, prefix) < 0) {
+        for (int tries = 0; tries < 5 && live < 0; tries++) {
+            if (users < 0)
+                users = join_users(rtfd, id);
+            if (users >= 0) {
+                live = open_marker(rtfd, id);
+                if (live >= 0)
+                    break;
+            }
+            if (users < 0 ||
+                mount_cold(rtfd, rt, staged_copy(stage, images[i], staged, sizeof staged), id, idle, prefix) < 0) {
+                /* the runtime directory went with its last mount: start again */
+                if (users >= 0)
+                    close(users);
+                users = -1;
                 close(rtfd);
                 rtfd = runtime_dir(rt_conf, rt, sizeof rt);
             }
         }
-        if (fd < 0)
+        if (live < 0)
             die("cannot open the mounted image at %s/%s", rt, id);
-        (void)move_high(fd);
+        close(live);
+        (void)move_high(users);
         layers[i] = malloc(strlen(rt) + strlen(id) + 2);
         if (!layers[i])
             die("out of memory");
@@ -791,6 +857,8 @@ int main(int argc, char **argv)
         die("refusing to run setuid, setgid or with file capabilities: remove them (`chmod u-s,g-s %s`, "
             "`setcap -r %s`)", argv[0], argv[0]);
     }
+    if (argc > 1 && !strcmp(argv[1], "--serve"))
+        return serve_main(argc - 1, argv + 1);
     while ((opt = getopt(argc, argv, "+i:t:r:s:l:p:a:wu:W:m:")) != -1) {
         switch (opt) {
         case 'i':

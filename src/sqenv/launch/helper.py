@@ -37,10 +37,12 @@ def enter_binary() -> Path:
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise ToolMissing(f"this sqenv has no `sqenv-enter` helper (`{path}` is missing)", _REINSTALL)
     stamp = path.with_name("sqenv-enter.sha256")
-    source = here.joinpath("enter.c")
-    if source.is_file():  # a checkout whose helper source changed since it was built
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()
-        if not stamp.is_file() or stamp.read_text().strip() != digest:
+    sources = [here.joinpath(name) for name in ("enter.c", "serve.c")]
+    if all(source.is_file() for source in sources):  # a checkout whose helper source changed since it was built
+        h = hashlib.sha256()
+        for source in sources:
+            h.update(source.read_bytes())
+        if not stamp.is_file() or stamp.read_text().strip() != h.hexdigest():
             raise ToolMissing(f"the `sqenv-enter` helper at `{path}` is older than its source", _REINSTALL)
     return path
 
