@@ -17,6 +17,7 @@ import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -251,6 +252,15 @@ def _daemons(uid: int) -> list[tuple[int, str]]:
     return found
 
 
+def _own_dir(path: Path, uid: int) -> bool:
+    """`path` is a real directory (not a link) of `uid` (it may vanish meanwhile)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == uid
+
+
 def _leftovers(uid: int) -> list[Leftover]:
     found = []
     where_of = {}
@@ -269,7 +279,7 @@ def _leftovers(uid: int) -> list[Leftover]:
             if fstype.startswith("fuse") and ours and f"user_id={uid}" in options.split(","):
                 found.append(Leftover("mount", node, point, ns_pid))
         runtime = Path(f"/proc/{ns_pid}/root/tmp/sqenv-{uid}")
-        if runtime.is_dir() and not runtime.is_symlink() and runtime.stat().st_uid == uid:
+        if _own_dir(runtime, uid):
             found.append(Leftover("runtime dir", node, f"/tmp/sqenv-{uid}", ns_pid))
     for pid, cmd in _daemons(uid):
         try:
@@ -313,7 +323,7 @@ def _clean(leftovers: list[Leftover], uid: int) -> None:
         if lo.kind == "runtime dir":
             # only the directory checked above: a real directory of that user, not a link
             path = Path(f"/proc/{lo.ns_pid}/root{lo.what}")
-            if path.is_dir() and not path.is_symlink() and path.stat().st_uid == uid:
+            if _own_dir(path, uid):
                 shutil.rmtree(path, ignore_errors=True)
 
 
