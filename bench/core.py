@@ -81,14 +81,14 @@ def measured(argv: list[str]) -> tuple[float, float]:
 
 
 def daemon_rss_mb(runtime: Path) -> float:
-    """Resident memory of the squashfuse_ll daemons serving mounts under `runtime`, in MB."""
+    """Resident memory of the image servers (`sqenv-enter --serve`) serving mounts under `runtime`, in MB."""
     total = 0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if not cmdline[0].endswith(b"squashfuse_ll") or str(runtime).encode() not in b" ".join(cmdline):
+            if cmdline[1:2] != [b"--serve"] or str(runtime).encode() not in b" ".join(cmdline):
                 continue
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -149,7 +149,7 @@ def main() -> int:
     parser.add_argument("--import-stmt", default=IMPORT, help="what the import rows time and trace")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
-    for tool in ("strace", "mksquashfs", "squashfuse_ll"):
+    for tool in ("strace", "mksquashfs", "fusermount3"):
         if not shutil.which(tool):
             sys.exit(f"bench: `{tool}` is needed")
     work = Path(tempfile.mkdtemp(prefix="sqenv-bench-", dir=args.workdir))

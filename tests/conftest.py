@@ -191,7 +191,7 @@ def small_env(user: User, shared_dir: Path) -> Path:
 
 
 def fuse_mounts(under: str) -> list[str]:
-    """Mount points of squashfuse under a directory, from this node's mount table."""
+    """Mount points of image servers (FUSE) under a directory, from this node's mount table."""
     found = []
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
@@ -202,7 +202,7 @@ def fuse_mounts(under: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- leak guard
-LEAK_MARGIN = 15  # seconds on top of the longest idle timeout (squashfuse_ll checks once a second)
+LEAK_MARGIN = 15  # seconds on top of the longest idle timeout (the image server checks once a second)
 DEFAULT_IDLE = 60  # the launcher's default idle timeout (config key idle_timeout)
 
 
@@ -236,13 +236,18 @@ def _node_namespaces() -> dict[str, int]:
     return {node: pid for node, pid in found.values()}
 
 
+def is_image_server(argv: list[bytes]) -> bool:
+    """sqenv's image server (`sqenv-enter --serve ...`), or a squashfuse some tool started."""
+    return argv[1:2] == [b"--serve"] or argv[0].split(b"/")[-1].startswith(b"squashfuse")
+
+
 def _daemons(uid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of squashfuse processes of `uid`, in any mount namespace."""
+    """(pid, command line) of image servers of `uid`, in any mount namespace."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if os.stat(f"/proc/{pid}").st_uid != uid or not argv[0].split(b"/")[-1].startswith(b"squashfuse"):
+            if os.stat(f"/proc/{pid}").st_uid != uid or not is_image_server(argv):
                 continue
             if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue  # a zombie holds nothing
@@ -275,7 +280,7 @@ def _leftovers(uid: int) -> list[Leftover]:
             head, _, tail = line.partition(" - ")
             fstype, source, options = [*tail.split(), "", "", ""][:3]
             point = head.split()[4]
-            ours = point.startswith(f"/tmp/sqenv-{uid}/") or "squashfuse" in fstype + source
+            ours = point.startswith(f"/tmp/sqenv-{uid}/") or any(n in fstype + source for n in ("squashfuse", "sqenv"))
             if fstype.startswith("fuse") and ours and f"user_id={uid}" in options.split(","):
                 found.append(Leftover("mount", node, point, ns_pid))
         runtime = Path(f"/proc/{ns_pid}/root/tmp/sqenv-{uid}")
@@ -291,9 +296,9 @@ def _leftovers(uid: int) -> list[Leftover]:
 
 
 def _idle_timeout(leftovers: list[Leftover]) -> int:
-    """The longest idle timeout of the daemons found (their own `-o ...,timeout=N`), else the
+    """The longest idle timeout of the daemons found (their own `--serve -t N`), else the
     one the test set (SQENV_IDLE_TIMEOUT of this process), else the launcher's default."""
-    timeouts = [int(m) for lo in leftovers for m in re.findall(r"\btimeout=(\d+)", lo.what)]
+    timeouts = [int(m) for lo in leftovers for m in re.findall(r"(?:\btimeout=|--serve -t )(\d+)", lo.what)]
     if timeouts:
         return max(timeouts)
     return int(os.environ.get("SQENV_IDLE_TIMEOUT") or DEFAULT_IDLE)

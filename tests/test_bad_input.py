@@ -214,13 +214,13 @@ def test_launcher_with_corrupt_image(small_env: Path, tmp_path: Path) -> None:
     assert_clean_failure(verify, 3, "checksum mismatch")
 
 
-def test_launcher_without_squashfuse_points_to_doctor(small_env: Path, tmp_path: Path) -> None:
+def test_launcher_without_fusermount_points_to_doctor(small_env: Path, tmp_path: Path) -> None:
     proc = run(
         [str(small_env / "bin" / "python"), "-c", "pass"],
         env={"SQENV_RUNTIME_DIR": str(tmp_path / "rt"), "PATH": "/nonexistent"},
     )
     assert proc.returncode == 125
-    assert "`squashfuse_ll` is not installed" in proc.stderr and "sqenv doctor" in proc.stderr
+    assert "`fusermount3` is not installed" in proc.stderr and "sqenv doctor" in proc.stderr
 
 
 def test_usage_errors_are_one_line() -> None:

@@ -38,7 +38,7 @@ def pkgs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def base_env(channel: Path, pkgs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     need("mksquashfs")
-    need("squashfuse_ll")
+    need("fusermount3")
     prefix = tmp_path_factory.mktemp("conda-update") / "env"
     ok(sqenv("create", prefix, "-c", channel.as_uri(), "sqapp", "--pkgs-dir", pkgs, "-q"))
     return prefix

@@ -51,7 +51,7 @@ def clean_runtime(victim: User):
     def wipe() -> None:
         for mnt in fuse_mounts(str(runtime)):
             subprocess.run(["fusermount3", "-u", "-z", mnt], check=False)
-        subprocess.run(["pkill", "-u", str(victim.uid), "-x", "squashfuse_ll"], check=False)
+        subprocess.run(["pkill", "-u", str(victim.uid), "-x", "sqenv-serve"], check=False)
         if not os.path.lexists(runtime):
             return
         if stat.S_ISDIR(os.lstat(runtime).st_mode):
@@ -209,7 +209,8 @@ def test_caller_descriptors_pass_untouched_cold_and_warm(
 
 def test_mount_idles_out_when_started_with_sigint_ignored(small_env: Path, victim: User, clean_runtime: Path) -> None:
     """A first launch from a background job (SIGINT ignored there, as in srun tasks) must not
-    leave a daemon that never idles out: squashfuse's idle timeout raises SIGINT."""
+    leave a daemon that never idles out (squashfuse_ll's idle timeout raised SIGINT; sqenv's
+    server must not depend on inherited dispositions either)."""
     env = {"SQENV_IDLE_TIMEOUT": "1"}
     script = f"{small_env}/bin/python -c 'import six; print(six.__name__)' & wait"
     assert ok(run(["sh", "-c", script], user=victim, env=env)).stdout.strip() == "six"
@@ -218,7 +219,7 @@ def test_mount_idles_out_when_started_with_sigint_ignored(small_env: Path, victi
         time.sleep(0.2)
     assert not fuse_mounts(str(clean_runtime)), "the mount daemon did not idle out"
     assert not clean_runtime.exists(), "the runtime dir should go with its last mount"
-    daemons = subprocess.run(["pgrep", "-u", str(victim.uid), "-x", "squashfuse_ll"], capture_output=True, text=True)
+    daemons = subprocess.run(["pgrep", "-u", str(victim.uid), "-x", "sqenv-serve"], capture_output=True, text=True)
     assert daemons.stdout == ""
 
 

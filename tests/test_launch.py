@@ -1,6 +1,6 @@
 """Programs run through launchers behave as if a normal venv lived in PREFIX.
 
-Every test here runs the real launcher (POSIX sh), the real squashfuse_ll
+Every test here runs the real launcher (POSIX sh), the real FUSE image server
 mount and the real `sqenv-enter` namespace helper.
 """
 
@@ -191,7 +191,7 @@ def test_killed_mount_daemon_is_recovered(small_env: Path, tmp_path: Path) -> No
     runtime = tmp_path / "rt"
     env = {"SQENV_RUNTIME_DIR": str(runtime)}
     ok(py(small_env, "import six", env=env))
-    daemons = subprocess.run(["pgrep", "-f", f"squashfuse_ll.*{runtime}"], capture_output=True, text=True)
+    daemons = subprocess.run(["pgrep", "-f", "--", f"--serve .*{runtime}"], capture_output=True, text=True)
     for pid in daemons.stdout.split():
         os.kill(int(pid), signal.SIGKILL)
     time.sleep(0.3)

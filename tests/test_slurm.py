@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from slurm import FINAL_STATES, SlurmCluster, _as_user, _user_env, ensure_slurm
 
-from conftest import BASE_PYTHON, SQENV, User, ensure_user, fuse_mounts, need, ok, run, sqenv
+from conftest import BASE_PYTHON, SQENV, User, ensure_user, fuse_mounts, is_image_server, need, ok, run, sqenv
 from sqenv.config import launcher_values, load_config
 from sqenv.publish import launchers, metadata
 from sqenv.publish.layout import Install
@@ -154,7 +154,7 @@ def task_env(**extra: str) -> dict[str, str]:
 
 
 def daemons(uid: int, image: str = "") -> list[int]:
-    """Pids of squashfuse_ll processes of `uid` (mounting `image`, if given) on this node: the
+    """Pids of image servers of `uid` (mounting `image`, if given) on this node: the
     `multi` nodes share our pid namespace but each has its own mount namespace."""
     found = []
     here = os.readlink("/proc/self/ns/mnt")
@@ -165,7 +165,7 @@ def daemons(uid: int, image: str = "") -> list[int]:
             local = os.readlink(f"/proc/{pid}/ns/mnt") == here
         except OSError:
             continue
-        if owner == uid and local and argv[0].endswith(b"squashfuse_ll") and image.encode() in b" ".join(argv):
+        if owner == uid and local and is_image_server(argv) and image.encode() in b" ".join(argv):
             found.append(int(pid))
     return found
 
@@ -280,7 +280,7 @@ def test_128_tasks_share_one_mount_and_leave_nothing(cluster: SlurmCluster, hpc:
     assert len(fuse_mounts(f"{runtime}/")) == 1
     print(f"\n128 tasks (cold mount, one node with 2 CPUs): {wall:.2f} s wall for srun")
     # after the job and the idle timeout: no daemon, no mount, no runtime directory
-    wait_for(lambda: not daemons(hpc.uid), int(IDLE) + 10, "the squashfuse_ll daemon to exit")
+    wait_for(lambda: not daemons(hpc.uid), int(IDLE) + 10, "the image server to exit")
     wait_for(lambda: not runtime.exists(), 5, f"{runtime} to be removed")
     assert not fuse_mounts(f"{runtime}/")
 
@@ -413,7 +413,7 @@ def test_stage_copies_to_every_node_and_launchers_use_it(
         '\'import os, six; print("task", os.environ["SLURMD_NODENAME"], os.stat("/mnt/sqenv").st_dev)\'\n'
         f"mv {prefix}/{image}.away {prefix}/{image}\n"
         f'srun -n {nodes} --ntasks-per-node=1 sh -c \'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "'
-        ' | grep -o "squashfuse_ll -f -o ro,timeout=[0-9]* [^ ]*" | sort -u\'\n'
+        ' | grep -o -- "--serve -t [0-9]* -U [^ ]* [^ ]*" | sort -u\'\n'
         f"{STAGE} --remove {prefix}\n"
         # the fallback when sbcast is unavailable: one `cp` per node
         f"{STAGE} --method srun --stage-dir /tmp/alt {prefix}\n"
@@ -432,7 +432,8 @@ def test_stage_copies_to_every_node_and_launchers_use_it(
     assert len({t[1] for t in tasks}) == nodes, job.stdout  # every node ran tasks
     staged = f"/tmp/sqenv-stage-{job.job_id}/{image}"
     # each node has its own daemon, mounting that node's own copy
-    assert job.stdout.count(f"squashfuse_ll -f -o ro,timeout={IDLE} {staged}") >= nodes, job.stdout
+    servers = [line for line in job.stdout.splitlines() if line.startswith(f"--serve -t {IDLE} ")]
+    assert sum(line.endswith(f" {staged}") for line in servers) >= nodes, job.stdout
     assert f"on {nodes} node(s) with sbcast, sha256 verified" in " ".join(job.stderr.split()), job.stderr
     assert job.stdout.count("gone") == nodes, job.stdout
     assert f"on {nodes} node(s) with srun cp, sha256 verified" in " ".join(job.stderr.split()), job.stderr

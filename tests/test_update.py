@@ -1,4 +1,4 @@
-"""`sqenv update`, `history`, `rollback` and `compact` on real installs (uv + PyPI, squashfuse, overlayfs).
+"""`sqenv update`, `history`, `rollback` and `compact` on real installs (uv + PyPI, FUSE, overlayfs).
 
 Every test works on its own copy of one small install (six on /usr/bin/python3)
 and its own build directory, so leftovers of an update can be checked exactly.
@@ -31,7 +31,7 @@ MEMBERS = ("sqenvupd-a", "sqenvupd-b")
 @pytest.fixture(scope="module")
 def base_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     need("mksquashfs")
-    need("squashfuse_ll")
+    need("fusermount3")
     prefix = tmp_path_factory.mktemp("update-base") / "env"
     ok(run([*SQENV, "create", str(prefix), "six", "--python", BASE_PYTHON, "-q"]))
     return prefix
