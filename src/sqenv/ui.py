@@ -9,6 +9,7 @@ log file and, when they fail, shows the last lines that explain why.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from sqenv import procs
 from sqenv.errors import SqenvError, ToolMissing
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
@@ -104,9 +106,11 @@ def run(
             text=True,
             errors="replace",
             process_group=0,
+            preexec_fn=functools.partial(procs.die_with_parent, os.getpid()),
         )
     except FileNotFoundError as exc:
         raise ToolMissing(f"`{argv[0]}` is not installed", "run `sqenv doctor`") from exc
+    procs.watch(proc.pid)  # killed with its group if sqenv dies (sqenv.procs)
     try:
         with log.open("a") as fh:
             fh.write("$ " + " ".join(argv) + "\n")
@@ -126,6 +130,7 @@ def run(
     finally:
         if proc.stdout is not None:
             proc.stdout.close()
+        procs.unwatch(proc.pid)
     text = "".join(out)
     if code != 0:
         if code < 0 and code in (-2, -15):
