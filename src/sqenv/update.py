@@ -36,7 +36,7 @@ from sqenv.pack.squashfs import LEVELS, sha256_of
 from sqenv.pipeline import check_tools
 from sqenv.publish import launchers
 from sqenv.publish.layout import Install
-from sqenv.spec import BuildSpec, PipInputs
+from sqenv.spec import BuildSpec, PipInputs, check_packing
 from sqenv.ui import UI
 
 MAX_LAYERS = 4
@@ -73,6 +73,9 @@ class Options:
     jobs: int | None = None
     build_dir: Path | None = None
     max_layers: int = MAX_LAYERS
+
+    def __post_init__(self) -> None:
+        check_packing(self.compression, self.compression_level, self.jobs)  # before any work
 
 
 def _builder(kind: str):
