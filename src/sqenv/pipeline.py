@@ -82,6 +82,9 @@ def create(spec: BuildSpec, ui: UI) -> Install:
     pending: set[signal.Signals] = set()
     try:
         with modes.shared_umask(), publisher as out, workdir(spec.build_dir) as work:
+            from sqenv.layers import sweep_update_dirs
+
+            sweep_update_dirs(work.parent)  # what killed updates left
             image, names, result = _build_into(spec, ui, out, work, enter)
             mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
             publisher.commit()

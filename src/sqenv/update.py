@@ -26,7 +26,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sqenv import layers, versions
+from sqenv import layers, versions, workdir
 from sqenv.build import BuildContext, BuildResult, postinstall
 from sqenv.errors import BuildError, InputError, PackError, PrefixError, SqenvError, UsageError
 from sqenv.launch import IMAGE_MARKER, MOUNT_PATH
@@ -207,6 +207,7 @@ def _session(prefix: Path, ui: UI, options: Options, change: Change) -> Iterator
     install = Install.open(prefix)
     layers.own_namespace()
     with versions.shared_umask(), versions.locked(install, ui):
+        workdir.sweep(workdir.base_dir(options.build_dir))  # build trees of killed creates
         data = versions.repair(install, ui)
         base = versions.by_number(data, data["current"])
         change = replace(change, base=base)

@@ -61,7 +61,7 @@ def read_input(path: Path, what: str, hint: str | None = None) -> str:
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-        raise InputError(f"`{path}` is {kind}, not a {what}", f"give the {what} as a regular file")
+        raise InputError(f"{what} `{path}` is {kind}, not a regular file", "give a path to a regular file")
     with os.fdopen(fd, "rb") as fh:
         try:
             data = fh.read(MAX_INPUT_BYTES + 1)
