@@ -228,3 +228,73 @@ def test_usage_errors_are_one_line() -> None:
     assert_clean_failure(sqenv("info", "/nonexistent/prefix"), 3, "does not exist")
     assert_clean_failure(sqenv("run", "/tmp", "--", "true"), 3, "not a sqenv install")
     assert_clean_failure(sqenv("run", "/tmp"), 2, "no command given")
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["--compression-level", "99"], "compression level 99 is out of range for zstd"),
+        (["--compression-level", "-5"], "compression level -5 is out of range for zstd"),
+        (["--compression", "gzip", "--compression-level", "10"], "out of range for gzip"),
+        (["--compression", "lz4", "--compression-level", "3"], "lz4 takes no compression level"),
+        (["--compression", "xz", "--compression-level", "3"], "xz takes no compression level"),
+        (["-j", "-1"], "`-j -1`: the number of cores must be at least 1"),
+        (["-j", "0"], "`-j 0`: the number of cores must be at least 1"),
+    ],
+)
+def test_packing_options_refused_before_any_work(tmp_path: Path, build_dir: Path, args: list[str], phrase: str) -> None:
+    prefix = tmp_path / "env"
+    proc = create(prefix, build_dir, "six", *args, timeout=60)
+    assert_clean_failure(proc, 2, phrase)
+    assert "Installing" not in proc.stderr and "Creating" not in proc.stderr, proc.stderr
+    assert_nothing_left(prefix, build_dir)
+
+
+def test_update_packing_options_refused(small_env: Path, user: User) -> None:
+    proc = sqenv("update", small_env, "idna", "--compression-level", "0", user=user, timeout=60)
+    assert_clean_failure(proc, 2, "compression level 0 is out of range for zstd")
+
+
+def test_non_utf8_prefix_refused_before_any_work(tmp_path: Path, build_dir: Path) -> None:
+    prefix = os.fsencode(tmp_path) + b"/p\xff\xfe"
+    argv = [*SQENV, "create", prefix, "six", "--python", BASE_PYTHON, "--build-dir", str(build_dir)]
+    proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=60)
+    assert_clean_failure(proc, 2, "is not valid UTF-8")
+    assert os.listdir(tmp_path) == ["build"] and not list(build_dir.iterdir())
+
+
+def _special_input(kind: str, tmp_path: Path) -> Path:
+    if kind == "fifo":
+        path = tmp_path / "req.fifo"
+        os.mkfifo(path)
+        return path
+    if kind == "huge":
+        path = tmp_path / "huge.txt"
+        with path.open("wb") as fh:
+            fh.truncate(17 << 20)  # sparse: 17 MB of NULs
+        return path
+    return Path({"dev-zero": "/dev/zero", "directory": str(tmp_path)}[kind])
+
+
+@pytest.mark.parametrize(
+    ("kind", "phrase"),
+    [
+        ("fifo", "is a FIFO, not a regular file"),
+        ("dev-zero", "is a character device, not a regular file"),
+        ("directory", "is a directory, not a regular file"),
+        ("huge", "is larger than 16 MB"),
+    ],
+)
+def test_special_or_huge_requirements_file(tmp_path: Path, build_dir: Path, kind: str, phrase: str) -> None:
+    req = _special_input(kind, tmp_path)
+    prefix = tmp_path / "env"
+    proc = create(prefix, build_dir, "-r", req, timeout=60)
+    assert_clean_failure(proc, 2, phrase)
+    assert_nothing_left(prefix, build_dir)
+
+
+def test_special_environment_file(tmp_path: Path, build_dir: Path) -> None:
+    prefix = tmp_path / "env"
+    proc = sqenv("create", prefix, "-f", "/dev/zero", "--build-dir", build_dir, timeout=60)
+    assert_clean_failure(proc, 2, "is a character device, not a regular file")
+    assert_nothing_left(prefix, build_dir)

@@ -85,11 +85,7 @@ def update_workdir(requested: Path | None) -> Iterator[Path]:
     """`sqenv-update-HOST-PID-*` in the build directory; ones of dead updates on this host are swept."""
     base = base_dir(requested)
     stem = f"sqenv-update-{socket.gethostname()}-"
-    with contextlib.suppress(OSError):
-        for old in base.glob(stem + "*"):
-            pid = old.name[len(stem) :].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)) and old.stat().st_uid == os.getuid():
-                _remove_workdir(old)
+    sweep_update_dirs(base)
     try:
         base.mkdir(parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(prefix=f"{stem}{os.getpid()}-", dir=base))
@@ -105,6 +101,17 @@ def update_workdir(requested: Path | None) -> Iterator[Path]:
         yield path
     finally:
         _remove_workdir(path)
+
+
+def sweep_update_dirs(base: Path) -> None:
+    """Remove the update directories of dead updates on this host (ours, real directories)."""
+    stem = f"sqenv-update-{socket.gethostname()}-"
+    with contextlib.suppress(OSError):
+        for old in base.glob(stem + "*"):
+            pid = old.name[len(stem) :].split("-", 1)[0]
+            st = old.lstat()
+            if pid.isdigit() and not _alive(int(pid)) and stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+                _remove_workdir(old)
 
 
 def _remove_workdir(path: Path) -> None:

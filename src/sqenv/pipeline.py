@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqenv import __version__
 from sqenv.build import BuildContext, BuildResult, build
 from sqenv.config import load_config
-from sqenv.errors import ToolMissing
+from sqenv.errors import Interrupted, ToolMissing
 from sqenv.launch import MOUNT_PATH
 from sqenv.launch.helper import enter_binary
 from sqenv.pack import Image, pack
-from sqenv.publish import launchers, metadata
+from sqenv.publish import launchers, metadata, modes
 from sqenv.publish.layout import Install, image_name
 from sqenv.publish.modes import adopt, file_mode
 from sqenv.publish.publisher import Publisher
@@ -64,55 +65,86 @@ def version_record(
     }
 
 
+_HELD = {signal.SIGINT, signal.SIGTERM}
+
+
 def create(spec: BuildSpec, ui: UI) -> Install:
-    """Build, pack and publish a new install at spec.prefix."""
+    """Build, pack and publish a new install at spec.prefix.
+
+    The prefix's lock is taken first (a second create of it fails at once),
+    then the build directory. From the commit on, Ctrl-C and SIGTERM wait
+    until the old tree and the build directory are gone; one that arrived
+    meanwhile is then reported as what it is: the install exists."""
     check_tools()
     publisher = Publisher(spec.prefix, spec.force)
     enter = enter_binary()
-    with workdir(spec.build_dir) as work, publisher as out:
-        staging = work / "root"
-        staging.mkdir()
-        ctx = BuildContext(
-            spec=spec, staging=staging, workdir=work, enter=enter, ui=ui, cwd=Path.cwd(), log_path=log_file("create")
-        )
-        result = build(ctx)
-        # a builder may name its programs (wrap -w) and launch options (wrap --mask: the mount path)
-        names = result.extra.pop("programs", None) or launchers.programs(staging)
-        launch = {key: value for key, value in (("mpi", spec.mpi), ("engine", spec.engine)) if value}
-        launch.update(result.extra.pop("launch", {}))
-        tmp_image = out / ".image.sqfs"
-        image = pack(
-            ui,
-            staging,
-            tmp_image,
-            compression=spec.compression,
-            level=spec.compression_level,
-            jobs=spec.jobs,
-            log=ctx.log,
-        )
-        layer = image_name(1, image.id)
-        os.replace(tmp_image, out / layer)
-        install = Install(out)
-        shutil.copy2(enter, install.enter)
-        adopt(out, install.enter, executable=True)
-        if spec.base_image:
-            from sqenv.wrap_sif import add_container
+    mask = None
+    pending: set[signal.Signals] = set()
+    try:
+        with modes.shared_umask(), publisher as out, workdir(spec.build_dir) as work:
+            from sqenv.layers import sweep_update_dirs
 
-            add_container(out, spec.base_image, ui)
-        launchers.write(install, [layer], names, activate=result.activate, options=launch)
-        data = {
-            "format": metadata.FORMAT,
-            "kind": spec.kind,
-            "mount_path": launch.get("mount_path", MOUNT_PATH),
-            "created": now(),
-            "current": 1,
-            "keep": load_config().get("keep_versions"),
-            "versions": [version_record(1, spec, result, [image], [layer], names, "create", launch)],
-        }
-        metadata.save(install.metadata, data, mode=file_mode())
-        publisher.commit()
+            sweep_update_dirs(work.parent)  # what killed updates left
+            image, names, result = _build_into(spec, ui, out, work, enter)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+            publisher.commit()
+    finally:
+        if mask is not None:
+            pending = signal.sigpending() & _HELD
+            for sig in pending:
+                signal.sigtimedwait([sig], 0)  # consumed: reported below instead
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     ui.info(
         f"Installed {len(result.packages)} packages into {spec.prefix} "
         f"({image.size / 1e6:,.0f} MB image, {len(names)} programs)"
     )
+    if pending:
+        raise Interrupted(f"interrupted after the install was complete: {spec.prefix} is installed and works",
+                          f"remove it with `rm -r {spec.prefix}` if you did not want it")  # fmt: skip
     return Install(spec.prefix.absolute())
+
+
+def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> tuple[Image, list[str], BuildResult]:
+    """Build in `work`, write the image, helper, launchers and metadata into `out`."""
+    staging = work / "root"
+    staging.mkdir()
+    ctx = BuildContext(
+        spec=spec, staging=staging, workdir=work, enter=enter, ui=ui, cwd=Path.cwd(), log_path=log_file("create")
+    )
+    result = build(ctx)
+    # a builder may name its programs (wrap -w) and launch options (wrap --mask: the mount path)
+    names = result.extra.pop("programs", None) or launchers.programs(staging)
+    launch = {key: value for key, value in (("mpi", spec.mpi), ("engine", spec.engine)) if value}
+    launch.update(result.extra.pop("launch", {}))
+    tmp_image = out / ".image.sqfs"
+    image = pack(
+        ui,
+        staging,
+        tmp_image,
+        compression=spec.compression,
+        level=spec.compression_level,
+        jobs=spec.jobs,
+        log=ctx.log,
+    )
+    layer = image_name(1, image.id)
+    os.replace(tmp_image, out / layer)
+    adopt(out, out / layer)
+    install = Install(out)
+    shutil.copy2(enter, install.enter)
+    adopt(out, install.enter, executable=True)
+    if spec.base_image:
+        from sqenv.wrap_sif import add_container
+
+        add_container(out, spec.base_image, ui)
+    launchers.write(install, [layer], names, activate=result.activate, options=launch)
+    data = {
+        "format": metadata.FORMAT,
+        "kind": spec.kind,
+        "mount_path": launch.get("mount_path", MOUNT_PATH),
+        "created": now(),
+        "current": 1,
+        "keep": load_config().get("keep_versions"),
+        "versions": [version_record(1, spec, result, [image], [layer], names, "create", launch)],
+    }
+    metadata.save(install.metadata, data, mode=file_mode())
+    return image, names, result

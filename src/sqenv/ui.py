@@ -14,6 +14,7 @@ error whose headline is the cause (`sqenv.diagnose`). Text from users and tools
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from typing import Protocol
 from rich.console import Console
 from rich.text import Text
 
+from sqenv import procs
 from sqenv.diagnose import Diagnosis, classify_generic, details
 from sqenv.errors import SqenvError, ToolMissing
 
@@ -166,9 +168,11 @@ def run(
             text=True,
             errors="replace",
             process_group=0,
+            preexec_fn=functools.partial(procs.die_with_parent, os.getpid()),
         )
     except FileNotFoundError as exc:
         raise ToolMissing(f"`{argv[0]}` is not installed", "run `sqenv doctor`") from exc
+    procs.watch(proc.pid)  # killed with its group if sqenv dies (sqenv.procs)
     try:
         with log.open("a") as fh:
             fh.write("$ " + " ".join(argv) + "\n")
@@ -184,6 +188,7 @@ def run(
     finally:
         if proc.stdout is not None:
             proc.stdout.close()
+        procs.unwatch(proc.pid)
     text = "".join(out)
     if progress is not None and ui.current is not None:
         ui.current.summary = progress.summary()

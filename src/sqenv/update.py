@@ -26,7 +26,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sqenv import layers, versions
+from sqenv import layers, versions, workdir
 from sqenv.build import BuildContext, BuildResult, postinstall
 from sqenv.errors import BuildError, InputError, PackError, PrefixError, SqenvError, UsageError
 from sqenv.launch import IMAGE_MARKER, MOUNT_PATH
@@ -36,7 +36,7 @@ from sqenv.pack.squashfs import LEVELS, sha256_of
 from sqenv.pipeline import check_tools
 from sqenv.publish import launchers
 from sqenv.publish.layout import Install
-from sqenv.spec import BuildSpec, PipInputs
+from sqenv.spec import BuildSpec, PipInputs, check_packing
 from sqenv.spec.index import IndexOptions
 from sqenv.spec.index import resolve as resolve_index
 from sqenv.ui import UI
@@ -77,6 +77,9 @@ class Options:
     jobs: int | None = None
     build_dir: Path | None = None
     max_layers: int = MAX_LAYERS
+
+    def __post_init__(self) -> None:
+        check_packing(self.compression, self.compression_level, self.jobs)  # before any work
 
 
 def _builder(kind: str):
@@ -213,6 +216,7 @@ def _session(prefix: Path, ui: UI, options: Options, change: Change) -> Iterator
     install = Install.open(prefix)
     layers.own_namespace()
     with versions.shared_umask(), versions.locked(install, ui):
+        workdir.sweep(workdir.base_dir(options.build_dir))  # build trees of killed creates
         data = versions.repair(install, ui)
         base = versions.by_number(data, data["current"])
         change = replace(change, base=base)

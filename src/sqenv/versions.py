@@ -19,8 +19,6 @@ files are all called `.sqenv-update-*` and are swept there too.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import re
 import secrets
@@ -37,7 +35,8 @@ from sqenv.pack import Image
 from sqenv.pipeline import now
 from sqenv.publish import launchers, metadata, modes
 from sqenv.publish.layout import TEMP_PREFIX, Install, image_name
-from sqenv.publish.publisher import remove_tree
+from sqenv.publish.lock import prefix_lock
+from sqenv.publish.publisher import recover, remove_tree
 from sqenv.ui import UI
 
 DEFAULT_KEEP = 3
@@ -45,15 +44,7 @@ _IMAGE = re.compile(r"v\d+-[0-9a-f]+\.sqfs")
 _OTHER_TEMPS = (".launcher.new", ".sqenv.json.")
 
 
-@contextlib.contextmanager
-def shared_umask() -> Iterator[int]:
-    """The caller's umask, but never creating world-writable files."""
-    old = os.umask(0o002)
-    os.umask(old | 0o002)
-    try:
-        yield old | 0o002
-    finally:
-        os.umask(old)
+shared_umask = modes.shared_umask
 
 
 def adopt(install: Install, path: Path, executable: bool = False) -> None:
@@ -66,29 +57,23 @@ def temp_path(install: Install, suffix: str) -> Path:
 
 @contextlib.contextmanager
 def locked(install: Install, ui: UI) -> Iterator[None]:
-    """Exclusive lock on the prefix directory itself (no lock file to leave behind)."""
+    """The prefix's lock (`publish.lock`, the one create takes too); waits for another holder.
+
+    Under it, what a killed create left next to the prefix (a journaled swap
+    to finish, hidden siblings) is completed or swept first."""
     if not os.access(install.prefix, os.W_OK | os.X_OK):
         raise PrefixError(
             f"cannot change `{install.prefix}`: permission denied",
             "ask its owner; a group can share updates when the prefix is group-writable (umask 0007)",
         )
-    try:
-        fd = os.open(install.prefix, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise PrefixError(f"cannot open `{install.prefix}`: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            ui.info(f"Waiting for another sqenv command that is changing {install.prefix} ...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise
-            ui.warn(f"the file system of {install.prefix} has no locks: do not run two updates at once")
+
+    def waiting() -> None:
+        ui.info(f"Waiting for another sqenv command that is changing {install.prefix} ...")
+
+    with prefix_lock(install.prefix, wait=True, on_wait=waiting):
+        for name in recover(install.prefix):
+            ui.detail(f"removed {name}, left by an interrupted sqenv")
         yield
-    finally:
-        os.close(fd)
 
 
 def launcher_layers(install: Install) -> list[str] | None:

@@ -18,7 +18,7 @@ from sqenv.config import Config, launcher_lines, launcher_values, load_config
 from sqenv.engines import ENGINES, engine_script
 from sqenv.launch import MOUNT_PATH, template
 from sqenv.publish.layout import TEMP_PREFIX, Install
-from sqenv.publish.modes import adopt
+from sqenv.publish.modes import adopt, make_dir
 
 _NOT_PROGRAMS = ("activate", "deactivate", "pydoc.bat")
 
@@ -105,7 +105,7 @@ def write(
         os.replace(tmp, install.launcher)
     finally:
         tmp.unlink(missing_ok=True)
-    install.bin.mkdir(exist_ok=True)
+    make_dir(install.bin, exist_ok=True)
     wanted = set(names)
     for entry in install.bin.iterdir():
         if entry.name not in wanted and entry.is_symlink():

@@ -49,6 +49,13 @@ class Install:
         """An existing install, or a clear error naming what is there instead."""
         install = cls(prefix.absolute())
         if not prefix.exists():
+            from sqenv.publish.lock import prefix_lock
+            from sqenv.publish.publisher import journal_path, recover
+
+            if journal_path(install.prefix).is_file():  # a create was killed mid-swap: finish it
+                with prefix_lock(install.prefix, wait=True):
+                    recover(install.prefix)
+        if not prefix.exists():
             raise PrefixError(f"`{prefix}` does not exist", "create it with `sqenv create PREFIX ...`")
         if not install.exists():
             raise PrefixError(f"`{prefix}` is not a sqenv install (no sqenv.json and launcher)")

@@ -11,10 +11,45 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sqenv.errors import UsageError
 from sqenv.spec.index import IndexOptions
 
 Kind = Literal["pip", "conda", "wrap"]
 COMPRESSIONS = ("zstd", "gzip", "xz", "lz4")
+LEVEL_RANGES: dict[str, tuple[int, int] | None] = {"zstd": (1, 22), "gzip": (1, 9), "xz": None, "lz4": None}
+"""What mksquashfs 4.5 accepts as `-Xcompression-level` (xz and lz4 take none)."""
+
+
+def check_prefix_path(prefix: Path) -> None:
+    """A prefix path launchers and metadata can hold as text: UTF-8, no control characters."""
+    text = str(prefix)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise UsageError(
+            f"the prefix `{shown}` is not valid UTF-8",
+            "choose a prefix path made of UTF-8 characters (launchers and metadata record it as text)",
+        ) from None
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise UsageError(f"the prefix {text!r} contains a control character", "choose a prefix path without them")
+
+
+def check_packing(compression: str, level: int | None, jobs: int | None) -> None:
+    """Compression level and job count mksquashfs will accept, checked before any work."""
+    if compression not in LEVEL_RANGES:
+        raise UsageError(f"unknown compression `{compression}`", f"choose one of {', '.join(COMPRESSIONS)}")
+    if level is not None:
+        bounds = LEVEL_RANGES[compression]
+        if bounds is None:
+            raise UsageError(f"{compression} takes no compression level (got {level})", "drop `--compression-level`")
+        if not bounds[0] <= level <= bounds[1]:
+            raise UsageError(
+                f"compression level {level} is out of range for {compression}",
+                f"{compression} levels are {bounds[0]} to {bounds[1]}",
+            )
+    if jobs is not None and jobs <= 0:
+        raise UsageError(f"`-j {jobs}`: the number of cores must be at least 1", "omit `-j` to use all cores")
 
 
 @dataclass(frozen=True)
@@ -74,6 +109,10 @@ class BuildSpec:
     force: bool = False
     build_dir: Path | None = None
     index: IndexOptions = field(default_factory=IndexOptions)
+
+    def __post_init__(self) -> None:
+        check_prefix_path(self.prefix)
+        check_packing(self.compression, self.compression_level, self.jobs)
 
     def inputs(self) -> dict:
         """The inputs as JSON-able data, for the metadata and `sqenv history`."""

@@ -21,7 +21,7 @@ import yaml
 
 from sqenv.errors import InputError, PrefixError, UsageError
 from sqenv.spec import BuildSpec, CondaInputs, PipInputs
-from sqenv.spec.requirements import check_file, check_spec
+from sqenv.spec.requirements import check_file, check_spec, read_input
 
 DEFAULT_ALIAS = "https://conda.anaconda.org"
 DEFAULT_CHANNELS = ("conda-forge",)
@@ -81,14 +81,7 @@ def check_match_spec(text: str, where: str) -> None:
 
 
 def _read(path: Path, what: str) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise InputError(f"{what} `{path}` does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"`{path}` is a directory, not {what}") from None
-    except (PermissionError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what} `{path}`: {exc}") from None
+    return read_input(path, what)
 
 
 # ------------------------------------------------------------ environment.yml

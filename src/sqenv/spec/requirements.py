@@ -7,6 +7,8 @@ that is not a requirement, a nested `-r` that does not exist.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -37,16 +39,45 @@ _OPTIONS = (
 )
 
 
-def read_file(path: Path) -> str:
-    """Read an input file, naming it on failure."""
+MAX_INPUT_BYTES = 16 << 20
+"""Input files larger than this are refused (a requirements file with hashes for 1,000 packages is ~1 MB)."""
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}  # fmt: skip
+
+
+def read_input(path: Path, what: str, hint: str | None = None) -> str:
+    """Read a user's input file: a regular file, at most MAX_INPUT_BYTES, UTF-8; else one clear error.
+
+    Opened without blocking (a FIFO would wait forever) and read with a bound
+    (`/dev/zero` or a huge file would exhaust memory)."""
     try:
-        return path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise InputError(f"requirements file `{path}` does not exist", "check the path given to `-r`") from None
-    except IsADirectoryError:
-        raise InputError(f"`{path}` is a directory, not a requirements file") from None
-    except (PermissionError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read requirements file `{path}`: {exc}") from None
+        raise InputError(f"{what} `{path}` does not exist", hint) from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} `{path}`: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise InputError(f"{what} `{path}` is {kind}, not a regular file", "give a path to a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(MAX_INPUT_BYTES + 1)
+        except OSError as exc:
+            raise InputError(f"cannot read {what} `{path}`: {exc.strerror}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError(f"{what} `{path}` is larger than {MAX_INPUT_BYTES >> 20} MB", "is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read {what} `{path}`: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def read_file(path: Path) -> str:
+    """Read a requirements file, naming it on failure."""
+    return read_input(path, "requirements file", "check the path given to `-r`")
 
 
 def check_spec(text: str, where: str) -> None:
