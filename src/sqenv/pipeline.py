@@ -17,9 +17,10 @@ from sqenv.errors import ToolMissing
 from sqenv.launch import MOUNT_PATH
 from sqenv.launch.helper import enter_binary
 from sqenv.pack import Image, pack
-from sqenv.publish import launchers, metadata
+from sqenv.publish import activation, launchers, metadata
 from sqenv.publish.layout import Install, image_name
 from sqenv.publish.modes import adopt, file_mode
+from sqenv.publish.parents import parent_dirs
 from sqenv.publish.publisher import Publisher
 from sqenv.spec import BuildSpec
 from sqenv.ui import UI
@@ -65,8 +66,13 @@ def version_record(
 
 
 def create(spec: BuildSpec, ui: UI) -> Install:
-    """Build, pack and publish a new install at spec.prefix."""
+    """Build, pack and publish a new install at spec.prefix (its missing parents made like `mkdir -p`)."""
     check_tools()
+    with parent_dirs(spec.prefix.absolute()):
+        return _create(spec, ui)
+
+
+def _create(spec: BuildSpec, ui: UI) -> Install:
     publisher = Publisher(spec.prefix, spec.force)
     enter = enter_binary()
     with workdir(spec.build_dir) as work, publisher as out:
@@ -100,6 +106,7 @@ def create(spec: BuildSpec, ui: UI) -> Install:
 
             add_container(out, spec.base_image, ui)
         launchers.write(install, [layer], names, activate=result.activate, options=launch)
+        activation.write(out, spec.prefix.absolute(), spec.kind)
         data = {
             "format": metadata.FORMAT,
             "kind": spec.kind,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from sqenv.errors import SqenvError, ToolMissing
 
@@ -64,15 +65,16 @@ class UI:
     def phase(self, title: str) -> Iterator[None]:
         """Show a phase while it runs and how long it took."""
         start = time.monotonic()
+        shown = escape(title)  # paths and script names are not markup (`[/x]` would crash rich)
         if self.fancy:
-            with self.console.status(title + " ..."):
+            with self.console.status(shown + " ..."):
                 yield
         else:
             if self.level >= NORMAL:
                 self.console.print(f"{title} ...", markup=False)
             yield
         if self.level >= NORMAL:
-            self.console.print(f"[green]✓[/] {title} ({time.monotonic() - start:.1f} s)")
+            self.console.print(f"[green]✓[/] {shown} ({time.monotonic() - start:.1f} s)")
 
 
 def run(

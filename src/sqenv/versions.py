@@ -34,7 +34,7 @@ from sqenv import __version__
 from sqenv.errors import PrefixError, UsageError
 from sqenv.pack import Image
 from sqenv.pipeline import now
-from sqenv.publish import header, launchers, metadata, modes
+from sqenv.publish import activation, header, launchers, metadata, modes
 from sqenv.publish.layout import TEMP_PREFIX, Install, image_name
 from sqenv.publish.publisher import remove_tree
 from sqenv.ui import UI
@@ -146,6 +146,8 @@ def switch(install: Install, version: dict) -> None:
     the version's own launch settings (its record's `launch`)."""
     launchers.write(install, version["layers"], version["programs"], activate=bool(version.get("activate")),
                     options=version.get("launch"))  # fmt: skip
+    with contextlib.suppress(OSError, PrefixError, KeyError):  # the activate scripts follow a moved install
+        activation.write(install.prefix, install.prefix, metadata.load(install.metadata)["kind"])
 
 
 def save(install: Install, data: dict) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -181,7 +182,7 @@ def _apptainer_problems(runtime: str, prefix: Path | None, header: Mapping[str, 
     elif prefix is not None or "SQENV_APPTAINER_IMAGE" not in env:
         found.append("no container image: the install carries no container.sif and SQENV_APPTAINER_IMAGE is not set")
     if len(header.get("SQENV_LAYERS", "").split()) > 1:
-        found.append(f"the install has several image layers: run `sqenv compact {prefix}` first")
+        found.append(f"the install has several image layers: run `sqenv compact {shlex.quote(str(prefix))}` first")
     return found
 
 
