@@ -14,11 +14,11 @@ import signal
 from collections.abc import Sequence
 
 from sqenv import __version__
-from sqenv.cli import config, create, doctor, export, info, run, stage, update, wrap
+from sqenv.cli import config, create, doctor, export, info, kernel, module, run, stage, update, wrap
 from sqenv.errors import BuildError, Interrupted, SqenvError, UsageError
 from sqenv.ui import NORMAL, QUIET, UI, VERBOSE
 
-COMMANDS = (create, run, info, doctor, update, export, stage, config, wrap)
+COMMANDS = (create, run, info, doctor, update, export, stage, config, wrap, kernel, module)
 
 
 class Parser(argparse.ArgumentParser):
@@ -60,8 +60,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"sqenv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in COMMANDS:
-        module.add_parsers(sub, add_output_options)
+    for command in COMMANDS:
+        command.add_parsers(sub, add_output_options)
     return parser
 
 

@@ -48,9 +48,13 @@ class Install:
     def open(cls, prefix: Path) -> Install:
         """An existing install, or a clear error naming what is there instead."""
         install = cls(prefix.absolute())
-        if not prefix.exists():
+        try:
+            found, complete = prefix.exists(), install.exists()
+        except OSError as exc:
+            raise PrefixError(f"cannot look into `{prefix}`: {exc.strerror}") from None
+        if not found:
             raise PrefixError(f"`{prefix}` does not exist", "create it with `sqenv create PREFIX ...`")
-        if not install.exists():
+        if not complete:
             raise PrefixError(f"`{prefix}` is not a sqenv install (no sqenv.json and launcher)")
         return install
 
