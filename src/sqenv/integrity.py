@@ -53,5 +53,5 @@ def image_problems(install: Install, *, checksums: bool = True) -> list[Problem]
         if not path.is_file():
             found.append(Problem(f"`{path}` is missing: launches of this install fail", _fix(install)))
         elif checksums and known.get(name) and sha256_of(path) != known[name]:
-            found.append(Problem(f"`{path}` does not match its checksum (damaged or replaced)", _fix(install)))
+            found.append(Problem(f"`{path}`: checksum mismatch (the file is damaged or was replaced)", _fix(install)))
     return found
