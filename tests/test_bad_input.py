@@ -107,7 +107,7 @@ def test_prefix_exists_and_is_not_empty(tmp_path: Path, build_dir: Path) -> None
 def test_parent_not_writable(user: User) -> None:
     prefix = Path("/var/lib") / "sqenv-test-env"
     proc = sqenv("create", prefix, "six", "--python", BASE_PYTHON, user=user)
-    assert_clean_failure(proc, 3, "cannot write to `/var/lib`")
+    assert_clean_failure(proc, 3, "`/var/lib` is not writable for you", "your project or home directory")
     assert_nothing_left(prefix)
 
 

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -156,7 +157,8 @@ def mounted(install: Install, layers: list[str], work: Path) -> Iterator[list[st
                 if proc.poll() is not None or time.monotonic() > deadline:
                     text = (work / f"mount-{i}.log").read_text(errors="replace").strip()
                     raise PackError(f"cannot mount the image `{name}`: {text or 'the image server failed'}",
-                                    f"check it with `sqenv info --verify {install.prefix}`")  # fmt: skip
+                                    "check it with `sqenv info --verify "
+                                    f"{shlex.quote(str(install.prefix))}`")  # fmt: skip
                 time.sleep(0.005)
         yield [str(mnt) for mnt, _ in reversed(procs)]
     finally:

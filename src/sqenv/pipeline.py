@@ -18,9 +18,10 @@ from sqenv.errors import Interrupted, ToolMissing
 from sqenv.launch import MOUNT_PATH
 from sqenv.launch.helper import enter_binary
 from sqenv.pack import Image, pack
-from sqenv.publish import launchers, metadata, modes
+from sqenv.publish import activation, launchers, metadata, modes
 from sqenv.publish.layout import Install, image_name
 from sqenv.publish.modes import adopt, file_mode
+from sqenv.publish.parents import parent_dirs
 from sqenv.publish.publisher import Publisher
 from sqenv.spec import BuildSpec
 from sqenv.ui import UI
@@ -69,13 +70,18 @@ _HELD = {signal.SIGINT, signal.SIGTERM}
 
 
 def create(spec: BuildSpec, ui: UI) -> Install:
-    """Build, pack and publish a new install at spec.prefix.
+    """Build, pack and publish a new install at spec.prefix (its missing parents made like `mkdir -p`).
 
     The prefix's lock is taken first (a second create of it fails at once),
     then the build directory. From the commit on, Ctrl-C and SIGTERM wait
     until the old tree and the build directory are gone; one that arrived
     meanwhile is then reported as what it is: the install exists."""
     check_tools()
+    with parent_dirs(spec.prefix.absolute()):
+        return _create(spec, ui)
+
+
+def _create(spec: BuildSpec, ui: UI) -> Install:
     publisher = Publisher(spec.prefix, spec.force)
     enter = enter_binary()
     mask = None
@@ -137,6 +143,7 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
 
         add_container(out, spec.base_image, ui)
     launchers.write(install, [layer], names, activate=result.activate, options=launch)
+    activation.write(out, spec.prefix.absolute(), spec.kind)
     data = {
         "format": metadata.FORMAT,
         "kind": spec.kind,

@@ -22,7 +22,6 @@ import contextlib
 import os
 import re
 import secrets
-import shlex
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from sqenv import __version__
 from sqenv.errors import PrefixError, UsageError
 from sqenv.pack import Image
 from sqenv.pipeline import now
-from sqenv.publish import launchers, metadata, modes
+from sqenv.publish import activation, header, launchers, metadata, modes
 from sqenv.publish.layout import TEMP_PREFIX, Install, image_name
 from sqenv.publish.lock import prefix_lock
 from sqenv.publish.publisher import recover, remove_tree
@@ -79,14 +78,10 @@ def locked(install: Install, ui: UI) -> Iterator[None]:
 def launcher_layers(install: Install) -> list[str] | None:
     """The layers the launcher hands to new launches (None if unreadable)."""
     try:
-        text = install.launcher.read_text()
+        found = header.read(install.launcher)
     except OSError:
         return None
-    for line in text.splitlines():
-        if line.startswith("SQENV_LAYERS="):
-            words = shlex.split(line.partition("=")[2])
-            return words[0].split() if words else []
-    return None
+    return found.layers if "SQENV_LAYERS" in found.values else None
 
 
 def by_number(data: dict, number: int) -> dict:
@@ -136,6 +131,8 @@ def switch(install: Install, version: dict) -> None:
     the version's own launch settings (its record's `launch`)."""
     launchers.write(install, version["layers"], version["programs"], activate=bool(version.get("activate")),
                     options=version.get("launch"))  # fmt: skip
+    with contextlib.suppress(OSError, PrefixError, KeyError):  # the activate scripts follow a moved install
+        activation.write(install.prefix, install.prefix, metadata.load(install.metadata)["kind"])
 
 
 def save(install: Install, data: dict) -> None:
@@ -252,6 +249,12 @@ def package_diff(old: list[dict], new: list[dict]) -> str:
     return ", ".join(parts)
 
 
+def switch_message(prefix: Path, to: int, was: int) -> str:
+    """`Rolled back` to an older version, `Switched forward` to a newer one."""
+    said = f"Rolled back {prefix} to" if to < was else f"Switched {prefix} forward to"
+    return f"{said} version {to} (was {was}); running programs keep theirs"
+
+
 def rollback(prefix: Path, ui: UI, to: int | None = None) -> dict:
     """Switch new launches to an older (or any kept) version; returns its record."""
     install = Install.open(prefix)
@@ -274,5 +277,5 @@ def rollback(prefix: Path, ui: UI, to: int | None = None) -> dict:
             switch(install, target)
             data["current"] = to
             save(install, data)
-    ui.info(f"Rolled back {install.prefix} to version {to} (was {current}); running programs keep theirs")
+    ui.info(switch_message(install.prefix, to, current))
     return target

@@ -26,9 +26,10 @@ from pathlib import Path
 from sqenv import __version__
 from sqenv.errors import BuildError, InputError, ToolMissing
 from sqenv.pack.squashfs import sha256_of
-from sqenv.publish import launchers, metadata
+from sqenv.publish import activation, launchers, metadata
 from sqenv.publish.layout import Install
 from sqenv.publish.modes import adopt, file_mode
+from sqenv.publish.parents import parent_dirs
 from sqenv.publish.publisher import Publisher
 from sqenv.spec import BuildSpec, WrapInputs
 from sqenv.ui import UI
@@ -148,6 +149,11 @@ def wrap(source: Path, prefix: Path, given: list[str], *, force: bool, ui: UI) -
     image = check_image(source)
     paths = container_paths(given)
     exe = runtime()
+    with parent_dirs(prefix.absolute()):
+        return _wrap(source, prefix, image, paths, exe, force=force, ui=ui)
+
+
+def _wrap(source: Path, prefix: Path, image: Path, paths: tuple[str, ...], exe: str, *, force: bool, ui: UI) -> Install:
     publisher = Publisher(prefix, force)
     with ui.phase(f"Listing the programs under {', '.join(paths)} in {image.name}"):
         programs = list_programs(exe, image, paths)
@@ -159,6 +165,7 @@ def wrap(source: Path, prefix: Path, given: list[str], *, force: bool, ui: UI) -
         install = Install(out)
         launch = {"engine": "apptainer", "only_engine": "apptainer", "wrap_path": wrap_path}
         launchers.write(install, [], names, activate=False, options=launch)
+        activation.write(out, prefix.absolute(), "wrap")
         with ui.phase("Checksumming the container"):
             digest = sha256_of(placed)
         size = placed.stat().st_size

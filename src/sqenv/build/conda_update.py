@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -252,7 +253,8 @@ def update(ctx: BuildContext, change) -> BuildResult:
         if file_kind(change.environment_file) != "yml":
             raise UsageError(
                 f"`{change.environment_file}` is an explicit or lock file: `sqenv update -f` takes an environment.yml",
-                f"to install exactly that set, rebuild: `sqenv create --force PREFIX --from {change.environment_file}`",
+                "to install exactly that set, rebuild: "
+                f"`sqenv create --force PREFIX --from {shlex.quote(str(change.environment_file))}`",
             )
         env_file = read_environment_file(change.environment_file)
     ctx = _update_context(ctx, base, change.environment_file, env_file)

@@ -6,24 +6,47 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import os
+import re
 import signal
 from collections.abc import Sequence
 
 from sqenv import __version__
-from sqenv.cli import config, create, doctor, export, info, run, stage, update, wrap
+from sqenv.cli import config, create, doctor, export, info, kernel, module, run, stage, update, wrap
 from sqenv.errors import BuildError, Interrupted, SqenvError, UsageError
 from sqenv.ui import DEBUG, NORMAL, QUIET, UI, VERBOSE
 
-COMMANDS = (create, run, info, doctor, update, export, stage, config, wrap)
+COMMANDS = (create, run, info, doctor, update, export, stage, config, wrap, kernel, module)
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but usage errors go through our one error path."""
+    """argparse, but usage errors go through our one error path, with a "did you mean"."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        m = re.search(r"argument (\S+): invalid choice: '?([^' ]*)'? \(choose from (.*)\)", message)
+        if m:
+            what, given = m.group(1), m.group(2)
+            choices = [c.strip(" '\"") for c in m.group(3).split(",")]
+            close = difflib.get_close_matches(given, choices, n=1, cutoff=0.5)
+            if what == "COMMAND":
+                hint = f"did you mean `{self.prog} {close[0]}`?" if close else f"see `{self.prog} --help`"
+                raise UsageError(f"`{given}` is not a sqenv command", hint)
+            hint = f"did you mean `{close[0]}`?" if close else f"choose from {', '.join(choices)}"
+            raise UsageError(f"{what}: `{given}` is not one of {', '.join(choices)}", hint)
         raise UsageError(message, f"see `{self.prog} --help`")
+
+
+def unknown_options(parser: argparse.ArgumentParser, command: str, extra: Sequence[str]) -> UsageError:
+    """`unrecognized arguments`, with the closest option of that subcommand where one is close."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    options = [o for o in sub._option_string_actions if o.startswith("--")]
+    for word in extra:
+        close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1, cutoff=0.6)
+        if word.startswith("-") and close:
+            return UsageError(f"`sqenv {command}` has no option `{word}`", f"did you mean `{close[0]}`?")
+    return UsageError(f"unrecognized arguments: {' '.join(extra)}", f"see `sqenv {command} --help`")
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -38,8 +61,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"sqenv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in COMMANDS:
-        module.add_parsers(sub, add_output_options)
+    for command in COMMANDS:
+        command.add_parsers(sub, add_output_options)
     return parser
 
 
@@ -63,7 +86,7 @@ def dispatch(parser: Parser, argv: Sequence[str] | None) -> int:
         if extra and isinstance(getattr(args, "packages", None), list) and not any(e.startswith("-") for e in extra):
             args.packages += extra
         elif extra:
-            raise UsageError(f"unrecognized arguments: {' '.join(extra)}", f"see `sqenv {args.command} --help`")
+            raise unknown_options(parser, args.command, extra)
         ui = make_ui(args)
         return int(args.execute(args, ui) or 0)
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -150,8 +151,14 @@ def spec_from_args(args: argparse.Namespace) -> BuildSpec:
     return replace(pip_spec(args), index=index)
 
 
+def use_it(prefix: Path) -> str:
+    """How to use a new install, as lines that still work when pasted (paths quoted for sh)."""
+    bindir = shlex.quote(f"{prefix}/bin")
+    return f'\nUse it with:  export PATH={bindir}:"$PATH"\n         or:  . {bindir}/activate'
+
+
 def execute(args: argparse.Namespace, ui: UI) -> int:
     spec = spec_from_args(args)
     create(spec, ui)
-    ui.info(f"\nUse it with:  export PATH={spec.prefix}/bin:$PATH")
+    ui.info(use_it(spec.prefix))
     return 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqenv.errors import SqenvError
+from sqenv.publish import header as launcher_header
 from sqenv.ui import UI
 
 
@@ -182,24 +183,8 @@ def _apptainer_problems(runtime: str, prefix: Path | None, header: Mapping[str, 
     elif prefix is not None or "SQENV_APPTAINER_IMAGE" not in env:
         found.append("no container image: the install carries no container.sif and SQENV_APPTAINER_IMAGE is not set")
     if len(header.get("SQENV_LAYERS", "").split()) > 1:
-        found.append(f"the install has several image layers: run `sqenv compact {prefix}` first")
+        found.append(f"the install has several image layers: run `sqenv compact {shlex.quote(str(prefix))}` first")
     return found
-
-
-def header_values(launcher: Path) -> dict[str, str]:
-    """The literal `SQENV_X=value` lines at the top of a launcher."""
-    values = {}
-    for line in launcher.read_text().splitlines()[2:]:
-        key, eq, raw = line.partition("=")
-        if not eq or not re.fullmatch(r"SQENV_\w+", key):
-            break
-        try:
-            words = shlex.split(raw)
-        except ValueError:
-            continue
-        if len(words) <= 1 and "$" not in raw:
-            values[key] = words[0] if words else ""
-    return values
 
 
 def engine_choice(prefix: Path | None = None, env: Mapping[str, str] | None = None) -> EngineChoice:
@@ -208,7 +193,7 @@ def engine_choice(prefix: Path | None = None, env: Mapping[str, str] | None = No
 
     env = dict(os.environ if env is None else env)
     if prefix is not None:
-        header = header_values(prefix / "launcher")
+        header = launcher_header.read(prefix / "launcher").values
         default = header.get("SQENV_DEFAULT_ENGINE", "auto")
         enter_dir: Path = prefix
         whose = "the install's"
@@ -301,6 +286,16 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
     for problem in choice.problems:
         failed += 1
         print(f"FAIL  {choice.engine} engine: {problem}")
+    if prefix is not None:
+        from sqenv.integrity import image_problems
+
+        image_failures = image_problems(Install.open(prefix))
+        for problem in image_failures:
+            failed += 1
+            print(f"FAIL  image: {problem.what}")
+            print(f"      fix: {problem.fix}")
+        if not image_failures:
+            print("ok    images: present, checksums match")
     if failed:
         print(f"\n{failed} problem(s) found.")
         return 1

@@ -1,5 +1,6 @@
 """`sqenv export PREFIX --format explicit|yml|requirements`: an install's exact packages, for elsewhere.
 
+    (default: `explicit` for conda installs, `requirements` for the others)
     explicit      `@EXPLICIT` + one `URL#sha256` a line (conda packages; `conda create --file`,
                   `sqenv create --from FILE`)
     yml           environment.yml: channels, `name=version=build`, a `pip:` section
@@ -33,7 +34,8 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
         "`yml` (environment.yml with exact versions) or `requirements` (pip pins).",
     )
     p.add_argument("prefix", type=Path, metavar="PREFIX")
-    p.add_argument("--format", choices=FORMATS, default="explicit", help="output format (default: explicit)")
+    p.add_argument("--format", choices=FORMATS,
+                   help="output format (default: explicit for conda installs, requirements for pip ones)")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: standard output)")
     add_output_options(p)
     p.set_defaults(execute=execute)
@@ -96,6 +98,8 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
     install = Install.open(args.prefix)
     data = metadata.load(install.metadata)
     version = metadata.current(data)
+    if args.format is None:  # the format that applies to the install's kind
+        args.format = "explicit" if data["kind"] == "conda" else "requirements"
     if args.format == "explicit":
         text = explicit(data, version, install.prefix, ui)
     elif args.format == "yml":

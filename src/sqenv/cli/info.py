@@ -9,9 +9,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from sqenv.errors import PrefixError
-from sqenv.pack.squashfs import sha256_of
+from sqenv.integrity import image_problems
 from sqenv.publish import metadata
 from sqenv.publish.layout import Install
 from sqenv.ui import UI
@@ -52,35 +53,23 @@ def summary(install: Install) -> dict:
     }
 
 
-def verify(install: Install, data: dict) -> list[str]:
-    bad = []
-    version = metadata.current(data)
-    for image in version["images"]:
-        path = install.image(image["file"])
-        if not path.is_file():
-            bad.append(f"{image['file']}: missing")
-        elif sha256_of(path) != image["sha256"]:
-            bad.append(f"{image['file']}: checksum mismatch (corrupt)")
-    return bad
-
-
 def execute(args: argparse.Namespace, ui: UI) -> int:
     install = Install.open(args.prefix)
     info = summary(install)
+    problems = image_problems(install, checksums=args.verify)
     if args.verify:
-        bad = verify(install, metadata.load(install.metadata))
-        if bad:
-            raise PrefixError(
-                "the install is damaged: " + "; ".join(bad),
-                "rebuild it with `sqenv create --force` or roll back with `sqenv rollback`",
-            )
+        if problems:
+            raise PrefixError("the install is damaged: " + "; ".join(p.what for p in problems), problems[0].fix)
         info["verified"] = True
+    info["problems"] = [p.what for p in problems]
     if args.json:
         print(json.dumps(info, indent=1))
-        return 0
-    out = Console(highlight=False)
+        return 1 if problems else 0
+    out = Console(highlight=False, markup=False)  # paths and package names are not markup
     py = info["python"] or {}
-    out.print(f"[bold]{info['prefix']}[/]  ({info['kind']} environment, version {info['version']})")
+    out.print(Text.assemble((info["prefix"], "bold"), f"  ({info['kind']} environment, version {info['version']})"))
+    for problem in problems:
+        ui.error(PrefixError(problem.what, problem.fix))
     out.print(f"  created        {info['created']}")
     if py:
         out.print(f"  python         {py.get('version')} ({py.get('executable')})")
@@ -99,4 +88,4 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
         extra = " ".join(x for x in (pkg.get("channel"), pkg.get("build")) if x)
         table.add_row(pkg["name"], pkg["version"], pkg.get("manager", "pip"), extra)
     out.print(table)
-    return 0
+    return 1 if problems else 0

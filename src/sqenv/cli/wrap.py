@@ -12,6 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
+from sqenv.cli.create import use_it
 from sqenv.errors import InputError, UsageError
 from sqenv.spec import COMPRESSIONS
 from sqenv.ui import UI
@@ -82,7 +83,7 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
         wrap_sif.wrap(source, prefix, given, force=args.force, ui=ui)
     else:
         wrap_directory(args, source, prefix, given, ui)
-    ui.info(f"\nUse it with:  export PATH={prefix}/bin:$PATH")
+    ui.info(use_it(prefix.absolute()))
     return 0
 
 

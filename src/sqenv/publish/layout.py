@@ -55,9 +55,13 @@ class Install:
             if journal_path(install.prefix).is_file():  # a create was killed mid-swap: finish it
                 with prefix_lock(install.prefix, wait=True):
                     recover(install.prefix)
-        if not prefix.exists():
+        try:
+            found, complete = prefix.exists(), install.exists()
+        except OSError as exc:
+            raise PrefixError(f"cannot look into `{prefix}`: {exc.strerror}") from None
+        if not found:
             raise PrefixError(f"`{prefix}` does not exist", "create it with `sqenv create PREFIX ...`")
-        if not install.exists():
+        if not complete:
             raise PrefixError(f"`{prefix}` is not a sqenv install (no sqenv.json and launcher)")
         return install
 
