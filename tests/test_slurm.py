@@ -6,6 +6,12 @@ by an ordinary user of its own (`sqenvhpc`), so its runtime directory
 /tmp/sqenv-UID is not shared with other tests. Tests that need Slurm start the
 test cluster (tests/infra/slurm.sh); the mpi4py wheel from PyPI loads the host's
 Debian OpenMPI (libmpi.so.40), installed here if missing.
+
+Every test here is leak-guarded (tests/conftest.py): after it, the mount daemons,
+mounts and runtime directories of `sqenvhpc` must go away within the short idle
+timeout these tests set, on every node, so no test can use a mount an earlier
+one left. The one job that runs across tests on purpose (the time-limit job)
+runs as another user, `sqslurm`, and is checked by the test that waits for it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,9 +33,10 @@ from sqenv.config import launcher_values, load_config
 from sqenv.publish import launchers, metadata
 from sqenv.publish.layout import Install
 
-pytestmark = pytest.mark.slurm
-
 HPC_USER = "sqenvhpc"
+LIMIT_USER = "sqslurm"  # runs the time-limit job, which outlives the tests around it
+
+pytestmark = [pytest.mark.slurm, pytest.mark.leak_guard(HPC_USER)]
 IDLE = "3"  # seconds: mounts of these tests go away quickly
 STAGE = f"{sys.executable} -m sqenv stage"
 MPI_CODE = (
@@ -46,6 +54,11 @@ def cluster() -> SlurmCluster:
 @pytest.fixture(scope="module")
 def hpc() -> User:
     return ensure_user(HPC_USER)
+
+
+@pytest.fixture(scope="module")
+def limit_user() -> User:
+    return ensure_user(LIMIT_USER)
 
 
 @pytest.fixture(scope="module")
@@ -104,24 +117,35 @@ HANDLER = (
 
 
 @pytest.fixture(scope="module")
-def time_limit_job(cluster: SlurmCluster, hpc: User, env: Path, base: Path) -> tuple[str, Path]:
+def time_limit_job(cluster: SlurmCluster, limit_user: User, env: Path, base: Path) -> tuple[str, Path]:
     """A job that runs into its time limit (1 minute, checked by slurmctld every ~30 s): submitted
     as soon as the environment exists, to the `multi` nodes when there are some, so its minute
-    passes while the other tests run."""
+    passes while the other tests run. It runs as a second user (another user of the same
+    install): its mount lives as long as the job, across the tests whose leak guard watches
+    `sqenvhpc`; test_time_limit_delivers_sigterm_to_python checks that it goes afterwards."""
     job_dir = base / "time-limit"
     job_dir.mkdir()
-    os.chown(job_dir, hpc.uid, hpc.gid)
+    os.chown(job_dir, limit_user.uid, limit_user.gid)
     (job_dir / "handler.py").write_text(HANDLER)
     where = ["-p", "multi", "-N", "1"] if cluster.multi_node else []
     out = job_dir / "limit"
     # run straight from the batch script (the scancel test below uses an srun step)
-    job = submit(f"exec {env}/bin/python {job_dir}/handler.py {out}\n", hpc, job_dir, ["--time=1", *where])
+    job = submit(f"exec {env}/bin/python {job_dir}/handler.py {out}\n", limit_user, job_dir, ["--time=1", *where])
     return job, out
 
 
 def copy_install(env: Path, to: Path, hpc: User) -> Path:
     """A private copy of the install (same image), owned by the test user."""
     ok(run(["cp", "-a", str(env), str(to)], user=hpc))
+    return to
+
+
+def unique_install(to: Path, hpc: User) -> Path:
+    """An install of six whose image no other test can have mounted: a file with a fresh UUID
+    inside makes its content, so its image ID (a hash of it), its own."""
+    script = to.with_name(f"{to.name}-unique.sh")
+    script.write_text(f'python -c \'import sys; open(sys.prefix + "/test-id", "w").write("{uuid.uuid4()}")\'\n')
+    ok(sqenv("create", to, "six", "--python", BASE_PYTHON, "--post-install", script, "-q", user=hpc))
     return to
 
 
@@ -367,18 +391,19 @@ def test_launcher_uses_only_the_users_own_staged_copy(hpc: User, env: Path, scra
 def test_stage_copies_to_every_node_and_launchers_use_it(
     cluster: SlurmCluster, hpc: User, env: Path, scratch: Path
 ) -> None:
-    # The job runs this checkout's sqenv: the extra nodes have their own /tmp, so a
-    # checkout (or Python) under /tmp is only visible on the local node.
-    checkout_on_shared_fs = not any(
-        str(p).startswith("/tmp/") for p in (Path(sys.executable).resolve(), Path(__file__).resolve())
-    )
-    if cluster.multi_node and checkout_on_shared_fs:
-        where = ["-p", "multi", "-N", "2"]
-        nodes = 2
-    else:  # one node only: staging still works, across nodes it is not tested
+    # The job runs this checkout's sqenv on the extra nodes, which have their own /tmp:
+    # tests/infra/slurm.sh binds a checkout under /tmp into them (CI clones there).
+    if cluster.multi_node:
+        where, nodes = ["-p", "multi", "-N", "2"], 2
+        seen = cluster.srun(["-p", "multi", "-N", "2", "--ntasks-per-node=1", "test", "-x", sys.executable])
+        assert seen.returncode == 0, f"the nodes do not see {sys.executable}: {seen.stderr}"
+    else:  # one node only (the infra test of the multi-node cluster fails): staging on one node
         where, nodes = [], 1
-    prefix = copy_install(env, scratch / "env", hpc)
+    # Its own image: a mount of the same image left on a node by another test (or by another job
+    # still running there) would be used instead of the staged copy.
+    prefix = unique_install(scratch / "env", hpc)
     image = layer_of(prefix)
+    assert image != layer_of(env)
     # The job stages, then hides the shared image: the launches can only use the staged copies.
     job = cluster.sbatch_wait(
         "set -e\n"
@@ -433,6 +458,7 @@ def test_scancel_delivers_sigterm_to_python(cluster: SlurmCluster, hpc: User, en
     check_sigterm(out, wait_job(cluster, job, 30), "CANCELLED")
 
 
+@pytest.mark.leak_guard(LIMIT_USER)  # and HPC_USER, from pytestmark
 def test_time_limit_delivers_sigterm_to_python(cluster: SlurmCluster, time_limit_job: tuple[str, Path]) -> None:
     job, out = time_limit_job
     check_sigterm(out, wait_job(cluster, job, 150), "TIMEOUT")

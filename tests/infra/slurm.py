@@ -252,6 +252,7 @@ class SlurmCluster:
 
 # ---------------------------------------------------------------- ensure_slurm
 _cached: SlurmCluster | str | None = None  # the cluster, or why it is unavailable
+_started_here = False  # this process started the cluster (it was not running): stop it at the end
 
 
 def _unavailable(reason: str):
@@ -261,7 +262,13 @@ def _unavailable(reason: str):
     pytest.skip(msg)
 
 
+def _running() -> bool:
+    st = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, text=True, timeout=60)
+    return st.returncode == 0
+
+
 def _start() -> SlurmCluster | str:
+    global _started_here
     if shutil.which("bash") is None:
         return "bash not found"
     if os.geteuid() != 0:
@@ -270,6 +277,7 @@ def _start() -> SlurmCluster | str:
         if st.returncode != 0:
             return "not running and only root can start it (tests/infra/slurm.sh start)"
     else:
+        _started_here = not _running()
         try:
             cp = subprocess.run(
                 ["bash", str(SCRIPT), "start"],
@@ -306,6 +314,19 @@ def ensure_slurm() -> SlurmCluster:
         _unavailable(_cached)
     assert isinstance(_cached, SlurmCluster)
     return _cached
+
+
+def stop_if_started_here() -> None:
+    """Stop the cluster if this process started it (the session's last step, from
+    tests/conftest.py): a test run leaves the machine's services as it found them."""
+    global _cached, _started_here
+    if not _started_here:
+        return
+    _started_here = False
+    _cached = None
+    cp = subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=300)
+    if cp.returncode != 0:
+        print(f"tests/infra/slurm.sh stop failed ({cp.returncode}): {cp.stderr.strip()[-2000:]}")
 
 
 def ensure_user(name: str = "sqslurm") -> pwd.struct_passwd:

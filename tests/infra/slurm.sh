@@ -14,9 +14,19 @@
 # When the extra nodes cannot be had, the single node still comes up and the reason
 # is printed and written to /run/sqenv-slurm/multi-unavailable.
 #
-# Environment: SQENV_SLURM_TIMEOUT (seconds to wait for idle nodes, default 60);
-# SQENV_SLURM_NO_MULTI=1 (single node only). Once the extra nodes were found
-# unavailable, later 'start's keep the single node until a 'stop'.
+# 'start' returns only when the cluster really works: our slurmctld answers, every
+# node is registered and responding (idle), and one job step has run on each node.
+# This script owns Slurm on this machine (it writes /etc/slurm/slurm.conf): a
+# slurmctld or slurmd it did not start that holds a Slurm port (a leftover of a run
+# by hand or of a run whose pid files are gone) is stopped first, with a message.
+# Such a leftover used to answer in place of ours with another slurm.conf, while
+# our new daemon died on "Address already in use" (the cause of "nodes node1 node2
+# did not become idle in time (vm idle)").
+#
+# Environment: SQENV_SLURM_TIMEOUT (seconds to wait for the daemons and for the
+# nodes to become idle, each; default 180); SQENV_SLURM_NO_MULTI=1 (single node
+# only). Once the extra nodes were found unavailable, later 'start's keep the
+# single node until a 'stop'.
 set -euo pipefail
 
 readonly RUN_DIR=/run/sqenv-slurm
@@ -34,7 +44,11 @@ readonly NET_PREFIX=10.213.77
 readonly BRIDGE_IP=$NET_PREFIX.1
 readonly EXTRA_NODES=(node1 node2)
 readonly LOCAL_CPUS=2
-TIMEOUT=${SQENV_SLURM_TIMEOUT:-60}
+TIMEOUT=${SQENV_SLURM_TIMEOUT:-180}
+CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
+SHARED_CHECKOUT="" # this checkout, when it is under /tmp (which the nodes do not share)
+[[ $CHECKOUT == /tmp/* ]] && SHARED_CHECKOUT=$CHECKOUT
+readonly CHECKOUT SHARED_CHECKOUT
 LOCAL_NODE=$(hostname -s)
 readonly LOCAL_NODE
 
@@ -53,15 +67,51 @@ node_ip() { # node1 -> 10.213.77.11
 
 # ---------------------------------------------------------------- processes
 # pid_alive PIDFILE COMM: the pid in PIDFILE runs a process named COMM
+# (each file may vanish between two reads: the daemon is exiting)
 pid_alive() {
-    local pid stat
-    [[ -r $1 ]] || return 1
-    pid=$(<"$1") || return 1
+    local pid comm stat
+    { read -r pid <"$1"; } 2>/dev/null || return 1
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    [[ -r /proc/$pid/comm && $(<"/proc/$pid/comm") == "$2" ]] || return 1
-    stat=$(<"/proc/$pid/stat") || return 1
+    { read -r comm <"/proc/$pid/comm"; } 2>/dev/null || return 1
+    [[ $comm == "$2" ]] || return 1
+    { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || return 1
     stat=${stat##*) }
     [[ ${stat:0:1} != [ZX] ]] # a zombie is dead
+}
+
+# port_holders PORT [NETNS]: pids listening on TCP PORT (in that network namespace)
+port_holders() {
+    local out
+    if [[ -n ${2:-} ]]; then
+        [[ -e /run/netns/$2 ]] || return 0
+        out=$(nsenter --net="/run/netns/$2" ss -ltnpH "sport = :$1" 2>/dev/null) || return 0
+    else
+        out=$(ss -ltnpH "sport = :$1" 2>/dev/null) || return 0
+    fi
+    grep -o 'pid=[0-9]*' <<<"$out" | cut -d= -f2 | sort -u
+}
+
+# stop_foreign PORT PIDFILE [NETNS]: stop whatever holds PORT but the daemon of PIDFILE
+# (ours). Without this a leftover daemon answers in place of ours, with its own
+# slurm.conf, while ours dies on "Address already in use".
+stop_foreign() {
+    local pid ours="" i
+    { read -r ours <"$2"; } 2>/dev/null || true
+    for pid in $(port_holders "$1" "${3:-}"); do
+        [[ $pid == "$ours" ]] && continue
+        log "stopping pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)): it holds port $1${3:+ in netns $3} and is not the daemon this script tracks"
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            [[ -e /proc/$pid ]] || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    for ((i = 0; i < 50; i++)); do
+        port_holders "$1" "${3:-}" | grep -qvxF "${ours:-none}" || return 0
+        sleep 0.1
+    done
+    die "port $1${3:+ in netns $3} is still held by $(port_holders "$1" "${3:-}" | tr '\n' ' ')"
 }
 
 ctld_alive() { pid_alive "$RUN_DIR/slurmctld.pid" slurmctld; }
@@ -346,40 +396,98 @@ write_conf() {
 conf_has_multi() { [[ -f $CONF ]] && grep -q '^PartitionName=multi ' "$CONF"; }
 
 # ---------------------------------------------------------------- daemons
+# wait_listening PIDFILE COMM PORT NETNS LOG: until the daemon of PIDFILE listens on
+# PORT (NETNS "" = this one). The daemons fork into the background before they bind
+# their port: one that then dies ("Address already in use", a bad slurm.conf) is
+# caught here; prints why (the last error of LOG) and returns 1.
+wait_listening() {
+    local pidfile=$1 comm=$2 port=$3 netns=$4 logf=$5 deadline=$((SECONDS + TIMEOUT)) pid
+    while :; do
+        if { read -r pid <"$pidfile"; } 2>/dev/null && [[ $pid =~ ^[0-9]+$ ]] &&
+            port_holders "$port" "$netns" | grep -qxF "$pid"; then
+            return 0
+        fi
+        if { [[ -s $pidfile ]] && ! pid_alive "$pidfile" "$comm"; } || ((SECONDS >= deadline)); then
+            echo "not listening on port $port after $((TIMEOUT - deadline + SECONDS))s:" \
+                "$( (grep -E 'fatal|error' "$logf" 2>/dev/null || echo 'nothing logged') | tail -n 1)"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# up_or_die WHAT WHY...: the daemon did not come up
+up_or_die() {
+    local what=$1
+    shift
+    diagnostics
+    die "$what did not come up: $*"
+}
+
 start_ctld() {
     log "starting slurmctld"
+    stop_foreign 6817 "$RUN_DIR/slurmctld.pid"
     rm -rf "${SPOOL_DIR:?}/ctld"
     mkdir -p "$SPOOL_DIR/ctld"
+    rm -f "$RUN_DIR/slurmctld.pid"
     slurmctld </dev/null >>"$LOG_DIR/slurmctld.start.log" 2>&1 || {
         cat "$LOG_DIR/slurmctld.start.log" >&2
         diagnostics
         die "slurmctld did not start"
     }
+    local why
+    why=$(wait_listening "$RUN_DIR/slurmctld.pid" slurmctld 6817 "" "$LOG_DIR/slurmctld.log") ||
+        up_or_die slurmctld "$why"
 }
 
 start_local_slurmd() {
     log "starting slurmd $LOCAL_NODE"
+    stop_foreign 6818 "$RUN_DIR/slurmd-$LOCAL_NODE.pid"
     rm -rf "${SPOOL_DIR:?}/slurmd-$LOCAL_NODE"
     mkdir -p "$SPOOL_DIR/slurmd-$LOCAL_NODE"
+    rm -f "$RUN_DIR/slurmd-$LOCAL_NODE.pid"
     slurmd -N "$LOCAL_NODE" </dev/null >>"$LOG_DIR/slurmd.start.log" 2>&1 || {
         cat "$LOG_DIR/slurmd.start.log" >&2
         diagnostics
         die "slurmd $LOCAL_NODE did not start"
     }
+    local why
+    why=$(wait_listening "$RUN_DIR/slurmd-$LOCAL_NODE.pid" slurmd 6818 "" "$LOG_DIR/slurmd-$LOCAL_NODE.log") ||
+        up_or_die "slurmd $LOCAL_NODE" "$why"
 }
 
-# start_ns_slurmd NODE: slurmd in the node's network namespace and a private mount
+# start_ns_slurmd NODE: (prints why and returns 1 when it does not come up) slurmd in the node's network namespace and a private mount
 # namespace whose /tmp is a fresh tmpfs. Not 'ip netns exec': that remounts /sys.
+# A checkout under /tmp (CI clones there) is bound into the node's /tmp at the same
+# path: the software lives on the shared file system, as on a real cluster.
 start_ns_slurmd() {
-    local n=$1
-    log "starting slurmd $n (netns $n, own /tmp)"
+    local n=$1 keep
+    keep=$RUN_DIR/checkout-$n
+    log "starting slurmd $n (netns $n, own /tmp${SHARED_CHECKOUT:+, sharing $SHARED_CHECKOUT})"
+    (stop_foreign 6818 "$RUN_DIR/slurmd-$n.pid" "$n") >&2 || {
+        echo "port 6818 in netns $n is held by another process"
+        return 1
+    }
     rm -rf "${SPOOL_DIR:?}/slurmd-$n"
-    mkdir -p "$SPOOL_DIR/slurmd-$n"
-    # shellcheck disable=SC2016 # $1 is expanded by the inner sh
-    nsenter --net="/run/netns/$n" unshare -m --propagation private \
-        sh -c 'mount -t tmpfs -o mode=1777,size=1g tmpfs /tmp && exec slurmd -N "$1"' sh "$n" \
-        </dev/null >>"$LOG_DIR/slurmd-$n.start.log" 2>&1
+    mkdir -p "$SPOOL_DIR/slurmd-$n" "$keep"
+    rm -f "$RUN_DIR/slurmd-$n.pid"
+    # shellcheck disable=SC2016 # expanded by the inner sh
+    nsenter --net="/run/netns/$n" unshare -m --propagation private sh -c '
+        set -e
+        [ -z "$2" ] || mount --bind "$2" "$3"
+        mount -t tmpfs -o mode=1777,size=1g tmpfs /tmp
+        if [ -n "$2" ]; then mkdir -p "$2" && mount --bind "$3" "$2" && umount "$3"; fi
+        exec slurmd -N "$1"' sh "$n" "$SHARED_CHECKOUT" "$keep" \
+        </dev/null >>"$LOG_DIR/slurmd-$n.start.log" 2>&1 || {
+        tail -n 2 "$LOG_DIR/slurmd-$n.start.log" | tr '\n' ' '
+        return 1
+    }
+    printf '%s\n' "$SHARED_CHECKOUT" >"$RUN_DIR/shared-checkout-$n"
+    wait_listening "$RUN_DIR/slurmd-$n.pid" slurmd 6818 "$n" "$LOG_DIR/slurmd-$n.log"
 }
+
+# shares_checkout NODE: that node's slurmd was started with this checkout's sharing
+shares_checkout() { [[ $(cat "$RUN_DIR/shared-checkout-$1" 2>/dev/null) == "$SHARED_CHECKOUT" ]]; }
 
 # node_states: "NODE STATE" lines from sinfo
 node_states() { timeout 10 sinfo -h -N -o '%N %t' 2>/dev/null | sort -u; }
@@ -402,6 +510,24 @@ wait_nodes() {
         ((SECONDS >= deadline)) && return 1
         sleep 0.3
     done
+}
+
+# run_step PARTITION NODE...: one task on each node, as root: the controller reaches
+# each slurmd, the slurmd reaches back, munge works. Prints why and returns 1 if not.
+run_step() {
+    local part=$1 out nodes
+    shift
+    nodes=$(IFS=, && echo "$*")
+    # shellcheck disable=SC2016 # expanded by the task's shell
+    if ! out=$(timeout 60 srun -p "$part" -w "$nodes" -N $# -n $# --ntasks-per-node=1 --chdir=/ -J sqenv-check \
+        -t 1 sh -c 'echo "$SLURMD_NODENAME"' 2>&1 </dev/null); then
+        echo "a job step on $nodes failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+        return 1
+    fi
+    if [[ $(sort <<<"$out" | tr '\n' ' ') != "$(printf '%s\n' "$@" | sort | tr '\n' ' ')" ]]; then
+        echo "a job step on $* ran on: $(tr '\n' ' ' <<<"$out")"
+        return 1
+    fi
 }
 
 # node_failure_hint NODE: the last error lines of that node's slurmd logs
@@ -438,7 +564,7 @@ diagnostics() {
 
 # ---------------------------------------------------------------- commands
 cmd_start() {
-    local t0=$SECONDS want_multi reason="" changed=0 n deadline
+    local t0=$SECONDS want_multi reason="" changed=0 n deadline started=0 why
     [[ $(id -u) -eq 0 ]] || die "must run as root"
     mkdir -p "$RUN_DIR" "$LOG_DIR" "$SPOOL_DIR"
     ensure_packages
@@ -473,13 +599,22 @@ cmd_start() {
     if ! ctld_alive; then
         stop_slurm_daemons # no slurmd outlives its controller here: clean start
         start_ctld
+        started=1
     fi
-    slurmd_alive "$LOCAL_NODE" || start_local_slurmd
+    if ! slurmd_alive "$LOCAL_NODE"; then
+        start_local_slurmd
+        started=1
+    fi
     local multi_failed=""
     if ((want_multi)); then
         for n in "${EXTRA_NODES[@]}"; do
-            slurmd_alive "$n" || start_ns_slurmd "$n" ||
-                multi_failed+="slurmd $n did not start: $(node_failure_hint "$n"); "
+            if slurmd_alive "$n" && ! shares_checkout "$n"; then
+                log "slurmd $n does not share this checkout ($CHECKOUT): restarting it"
+                stop_slurmds "$n"
+            fi
+            slurmd_alive "$n" && continue
+            started=1
+            why=$(start_ns_slurmd "$n") || multi_failed+="slurmd $n did not come up: $why; "
         done
     fi
 
@@ -488,15 +623,22 @@ cmd_start() {
         diagnostics
         die "node $LOCAL_NODE not idle within ${TIMEOUT}s"
     fi
+    if ((started)) && ! why=$(run_step debug "$LOCAL_NODE"); then
+        diagnostics
+        die "$why"
+    fi
 
     if ((want_multi)); then
-        ((deadline < SECONDS + 20)) && deadline=$((SECONDS + 20))
+        deadline=$((SECONDS + TIMEOUT)) # the nodes' own wait, not what the local node left
         if [[ -z $multi_failed ]] && ! wait_nodes "$deadline" "${EXTRA_NODES[@]}"; then
-            multi_failed="nodes ${EXTRA_NODES[*]} did not become idle in time ($(node_states | tr '\n' ' ' || true))"
+            multi_failed="nodes ${EXTRA_NODES[*]} did not become idle within ${TIMEOUT}s ($(node_states | tr '\n' ' ' || true))"
             for n in "${EXTRA_NODES[@]}"; do
                 slurmd_alive "$n" || multi_failed+="; slurmd $n is not running"
                 multi_failed+="; $n: $(node_failure_hint "$n")"
             done
+        fi
+        if [[ -z $multi_failed ]] && ((started)) && ! why=$(run_step multi "${EXTRA_NODES[@]}"); then
+            multi_failed=$why
         fi
         if [[ -n $multi_failed ]]; then
             reason=$multi_failed

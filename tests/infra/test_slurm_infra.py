@@ -6,10 +6,9 @@ import uuid
 
 import pytest
 
-try:
-    from tests.infra.slurm import ensure_slurm, ensure_user
-except ImportError:  # tests/ not importable as a package: pytest put tests/infra on sys.path
-    from slurm import ensure_slurm, ensure_user
+# tests/conftest.py puts tests/infra on sys.path: one `slurm` module (and one cluster
+# cache) for the whole session, whichever test file starts the cluster first
+from slurm import ensure_slurm, ensure_user
 
 pytestmark = pytest.mark.slurm
 
