@@ -119,6 +119,7 @@ class SlurmCluster:
     multi_node: bool
     multi_reason: str = ""
     partitions: tuple[str, ...] = ("debug",)
+    multi_nodes: tuple[str, ...] = ()  # partition multi's nodes: node1..nodeN
 
     # ---------------------------------------------------------------- srun
     def srun(
@@ -267,7 +268,7 @@ def _running() -> bool:
     return st.returncode == 0
 
 
-def _start() -> SlurmCluster | str:
+def _start(nodes: int | None = None) -> SlurmCluster | str:
     global _started_here
     if shutil.which("bash") is None:
         return "bash not found"
@@ -281,6 +282,7 @@ def _start() -> SlurmCluster | str:
         try:
             cp = subprocess.run(
                 ["bash", str(SCRIPT), "start"],
+                env=dict(os.environ, SQENV_SLURM_NODES=str(nodes)) if nodes else None,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -299,17 +301,26 @@ def _start() -> SlurmCluster | str:
     multi = not reason and "multi" in partitions
     if not multi and not reason:
         reason = "partition multi not configured"
-    return SlurmCluster(multi_node=multi, multi_reason=reason, partitions=partitions)
+    multi_nodes: tuple[str, ...] = ()
+    if multi:
+        cmd = ["sinfo", "-h", "-p", "multi", "-N", "-o", "%N"]
+        cp = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        multi_nodes = tuple(sorted(set(cp.stdout.split()), key=lambda n: (len(n), n)))
+    return SlurmCluster(multi_node=multi, multi_reason=reason, partitions=partitions, multi_nodes=multi_nodes)
 
 
-def ensure_slurm() -> SlurmCluster:
+def ensure_slurm(nodes: int | None = None) -> SlurmCluster:
     """Start the test cluster once per process and return it.
 
+    ``nodes``: at least that many nodes (node1..nodeN, up to 8) in partition ``multi``;
+    without it, whatever the running cluster has (two on a fresh start).
     When it cannot be started: ``pytest.skip`` locally, ``pytest.fail`` when CI=true.
     """
     global _cached
+    if nodes and isinstance(_cached, SlurmCluster) and len(_cached.multi_nodes) < nodes:
+        _cached = None  # restart with more nodes
     if _cached is None:
-        _cached = _start()
+        _cached = _start(nodes)
     if isinstance(_cached, str):
         _unavailable(_cached)
     assert isinstance(_cached, SlurmCluster)

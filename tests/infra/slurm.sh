@@ -2,9 +2,10 @@
 # Real Slurm for sqenv's tests, on this one machine (Debian 12, run as root).
 #
 #   tests/infra/slurm.sh start    bring up munge, slurmctld, a slurmd for this host
-#                                 (partition "debug", default) and, if possible, two
-#                                 more nodes node1,node2 in network namespaces on a
-#                                 private bridge (partition "multi"); idempotent
+#                                 (partition "debug", default) and, if possible, N
+#                                 more nodes node1..nodeN (default two) in network
+#                                 namespaces on a private bridge (partition "multi");
+#                                 idempotent
 #   tests/infra/slurm.sh stop     cancel jobs, stop the Slurm daemons (and munged if
 #                                 this script started it), remove the namespaces
 #   tests/infra/slurm.sh status   print what runs; exit 0 when the cluster answers
@@ -25,8 +26,10 @@
 #
 # Environment: SQENV_SLURM_TIMEOUT (seconds to wait for the daemons and for the
 # nodes to become idle, each; default 180); SQENV_SLURM_NO_MULTI=1 (single node
-# only). Once the extra nodes were found unavailable, later 'start's keep the
-# single node until a 'stop'.
+# only); SQENV_SLURM_NODES=N (1..8: the number of extra nodes; unset: as many as
+# the running cluster has, else 2 — so a plain 'start' keeps a bigger cluster up
+# instead of restarting it). Once the extra nodes were found unavailable, later
+# 'start's keep the single node until a 'stop'.
 set -euo pipefail
 
 readonly RUN_DIR=/run/sqenv-slurm
@@ -42,7 +45,8 @@ readonly HOSTS_TAG="# sqenv-test-slurm"
 readonly BRIDGE=sqenvbr0
 readonly NET_PREFIX=10.213.77
 readonly BRIDGE_IP=$NET_PREFIX.1
-readonly EXTRA_NODES=(node1 node2)
+readonly MAX_NODES=8
+EXTRA_NODES=(node1 node2) # chosen by choose_nodes
 readonly LOCAL_CPUS=2
 TIMEOUT=${SQENV_SLURM_TIMEOUT:-180}
 CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -304,8 +308,9 @@ remove_hosts_entries() {
 }
 
 teardown_net() {
-    local n
-    for n in "${EXTRA_NODES[@]}"; do
+    local n i
+    for ((i = 1; i <= MAX_NODES; i++)); do # whatever node count set them up
+        n=node$i
         [[ -e /run/netns/$n ]] && ip netns del "$n" 2>/dev/null
         ip link del "sqv-$n" 2>/dev/null || true
     done
@@ -394,6 +399,25 @@ write_conf() {
 }
 
 conf_has_multi() { [[ -f $CONF ]] && grep -q '^PartitionName=multi ' "$CONF"; }
+
+# choose_nodes: EXTRA_NODES=(node1 .. nodeN) from SQENV_SLURM_NODES, else the running
+# cluster's partition multi (when this script wrote slurm.conf), else two nodes
+choose_nodes() {
+    local n=${SQENV_SLURM_NODES:-} i line
+    if [[ -z $n ]] && conf_has_multi && grep -qxF "$MARKER" "$CONF"; then
+        line=$(grep '^PartitionName=multi ' "$CONF")
+        line=${line#*Nodes=}
+        line=${line%% *}
+        IFS=, read -r -a EXTRA_NODES <<<"$line"
+        n=${#EXTRA_NODES[@]}
+    fi
+    n=${n:-2}
+    if ! [[ $n =~ ^[0-9]+$ ]] || ((n < 1 || n > MAX_NODES)); then
+        die "SQENV_SLURM_NODES=$n: give a number of extra nodes from 1 to $MAX_NODES"
+    fi
+    EXTRA_NODES=()
+    for ((i = 1; i <= n; i++)); do EXTRA_NODES+=("node$i"); done
+}
 
 # ---------------------------------------------------------------- daemons
 # wait_listening PIDFILE COMM PORT NETNS LOG: until the daemon of PIDFILE listens on
@@ -705,6 +729,7 @@ cmd_status() {
     return "$rc"
 }
 
+choose_nodes
 case ${1:-} in
 start) cmd_start ;;
 stop) cmd_stop ;;
