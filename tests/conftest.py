@@ -190,6 +190,11 @@ def small_env(user: User, shared_dir: Path) -> Path:
     return prefix
 
 
+def launchers(prefix: Path) -> list[str]:
+    """Names of the programs an install puts on PATH (bin/ also holds the activate scripts)."""
+    return sorted(p.name for p in (prefix / "bin").iterdir() if p.is_symlink())
+
+
 def fuse_mounts(under: str) -> list[str]:
     """Mount points of image servers (FUSE) under a directory, from this node's mount table."""
     found = []

@@ -35,7 +35,7 @@ try:
 except ImportError:  # tests/ is not a package: conftest put tests/infra on sys.path
     from apptainer import Apptainer, ensure_apptainer  # type: ignore[no-redef]
 
-from conftest import BASE_PYTHON, SQENV, need
+from conftest import BASE_PYTHON, SQENV, launchers, need
 
 pytestmark = pytest.mark.apptainer
 
@@ -379,7 +379,7 @@ def test_launch_overhead(app, user, env, appenv) -> None:
 def test_wrap_container_runs_its_programs_in_it(app, user, base_sif, work) -> None:
     prefix = work / "wrapped-sif"
     ok(run(app, user, [*SQENV, "wrap", base_sif, "--prefix", prefix, "-w", "/usr/bin/python3"], cwd=work))
-    assert sorted(p.name for p in (prefix / "bin").iterdir()) == ["python3"]
+    assert launchers(prefix) == ["python3"]
     assert (prefix / "container.sif").is_file() and not (prefix / "sqenv-enter").exists()
     code = (
         "import os, sys; print(sys.executable); print(os.path.exists('/.sqenv-base'));"
@@ -403,7 +403,7 @@ def test_wrap_container_tykky_front_end(app, user, base_sif, work) -> None:
     prefix = work / "tykky-sif"
     front = "import sys; from sqenv.cli.tykky import wrap_container as m; sys.argv[0] = 'wrap-container'; sys.exit(m())"
     ok(run(app, user, [sys.executable, "-c", front, "-w", "/usr/bin", "--prefix", prefix, base_sif], cwd=work))
-    names = {p.name for p in (prefix / "bin").iterdir()}
+    names = set(launchers(prefix))
     assert {"python3", "ls", "cat"} <= names
     out = run(app, user, [prefix / "bin" / "ls", "/.sqenv-base"], env={"SQENV_APPTAINER_HOST_DIRS": HOST_DIRS})
     assert ok(out).stdout.strip() == "/.sqenv-base"
@@ -424,7 +424,7 @@ def test_wrap_directory_relocates_it(app, user, tree, work, appenv) -> None:
         assert out == [str(prefix), repr(b"\x7fELF\0/mnt/sqenv/lib" + pad + b"\0tail\0")]
     finally:
         moved.rename(tree)
-    assert sorted(p.name for p in (prefix / "bin").iterdir()) == ["hello", "python", "python3", "python3.11"]
+    assert launchers(prefix) == ["hello", "python", "python3", "python3.11"]
 
 
 def test_wrap_directory_with_mask_shows_it_at_its_own_path(app, user, tree, work, appenv, base_sif) -> None:
@@ -467,7 +467,7 @@ def test_wrap_directory_deeper_path_keeps_dollar0(app, user, work) -> None:
             os.lchown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
     prefix = work / "app-wrapped"
     ok(run(app, user, [*SQENV, "wrap", src, "--prefix", prefix, "-w", "opt/tool/bin", "-q"]))
-    assert sorted(p.name for p in (prefix / "bin").iterdir()) == ["tool"]
+    assert launchers(prefix) == ["tool"]
     assert ok(run(app, user, [prefix / "bin" / "tool"])).stdout == "found via $0\n"
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_PYTHON, need, ok, run, sqenv
+from conftest import BASE_PYTHON, launchers, need, ok, run, sqenv
 
 try:
     import conda_channel
@@ -190,7 +190,7 @@ def yml_env(channel: Path, pkgs: Path, tmp_path_factory) -> Path:
 def test_environment_yml(yml_env: Path, channel: Path) -> None:
     check_env(yml_env, "it's 'quoted' $HOME")
     assert ok(run([yml_env / "bin" / "sqapp"])).stdout == f"sqapp prefix={MOUNT}\nprefix={MOUNT}\n"
-    assert sorted(p.name for p in (yml_env / "bin").iterdir()) == ["sqapp", "sqbin", "sqhello"]
+    assert launchers(yml_env) == ["sqapp", "sqbin", "sqhello"]
     info = json.loads(ok(sqenv("info", yml_env, "--json")).stdout)
     assert info["kind"] == "conda"
     got = {p["name"]: p for p in info["packages"]}

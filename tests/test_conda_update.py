@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need, ok, run, sqenv
+from conftest import launchers, need, ok, run, sqenv
 
 try:
     import conda_channel
@@ -173,7 +173,7 @@ def test_environment_file_resolves_again(env: Path, channel: Path, tmp_path: Pat
     assert explicit(env) == ["sqlib-a-1.0-sq_0.tar.bz2"]
     out = inside(env, f'echo "[$MYVAR][$SQPYTHON_ACTIVATED][$FROM_POST]"; cat {MOUNT}/share/sqlib-a/VERSION')
     assert out == "[][][1]\n1.0\n"  # the user's script stays: no package owns it
-    assert current(env)["programs"] == [] and not list((env / "bin").iterdir())
+    assert current(env)["programs"] == [] and not launchers(env)
     # an explicit file is not an update's input
     (tmp_path / "explicit.txt").write_text("@EXPLICIT\n")
     proc = sqenv("update", env, "-f", tmp_path / "explicit.txt")
