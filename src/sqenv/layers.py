@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import re
 import shlex
@@ -115,10 +116,19 @@ def sweep_update_dirs(base: Path) -> None:
                 _remove_workdir(old)
 
 
+def _mounted(path: Path) -> bool:
+    """A mount point, live or dead (a SIGKILLed server leaves "Transport endpoint is not connected")."""
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return path.is_mount()
+
+
 def _remove_workdir(path: Path) -> None:
     """Unmount leftover layers; overlayfs leaves a mode-000 `work/work` directory: open it up first."""
     for mnt in path.glob("layers/*"):
-        if mnt.is_mount():
+        if _mounted(mnt):
             _unmount(mnt)
     for root, dirs, _files in os.walk(path / "overlay-work"):
         for name in dirs:

@@ -93,7 +93,10 @@ def foreign_entries(prefix: Path) -> list[str]:
 
     An install is recognised by its `sqenv.json` and `launcher` as sqenv
     writes them; besides those it may hold only sqenv-enter, images,
-    container.sif, `bin/` of symlinks to ../launcher, and sqenv's temp files."""
+    container.sif, `bin/` of symlinks to ../launcher and the activate
+    scripts, and sqenv's temp files."""
+    from sqenv.publish.activation import SHELLS
+
     names = sorted(os.listdir(prefix))
     if not names:
         return []
@@ -111,7 +114,10 @@ def foreign_entries(prefix: Path) -> list[str]:
             continue
         if name == "bin" and stat.S_ISDIR(st.st_mode):
             strays = [
-                e for e in os.listdir(path) if not (path / e).is_symlink() or os.readlink(path / e) != "../launcher"
+                e
+                for e in os.listdir(path)
+                if not (path / e).is_symlink() or os.readlink(path / e) != "../launcher"
+                if not (e in SHELLS and stat.S_ISREG(os.lstat(path / e).st_mode))
             ]
             foreign += [f"bin/{e}" for e in sorted(strays)]
             continue
