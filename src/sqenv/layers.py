@@ -176,7 +176,7 @@ def mounted(install: Install, layers: list[str], work: Path) -> Iterator[list[st
             with contextlib.suppress(Exception):
                 proc.terminate()  # the server unmounts on SIGTERM
                 proc.wait(timeout=10)
-            if mnt.is_mount():
+            if _mounted(mnt):
                 _unmount(mnt)
 
 
