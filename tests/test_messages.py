@@ -226,10 +226,10 @@ def _hints() -> list[tuple[str, str]]:
 
 def _helps() -> dict[str, str]:
     names = ["create", "update", "run", "info", "doctor", "export", "stage", "config", "wrap", "history",
-             "rollback", "compact", "shell"]  # fmt: skip
+             "rollback", "compact", "shell", "module", "kernel install", "kernel remove"]  # fmt: skip
     out = {}
     for name in names:
-        proc = subprocess.run([*SQENV, name, "--help"], capture_output=True, text=True)
+        proc = subprocess.run([*SQENV, *name.split(), "--help"], capture_output=True, text=True)
         if proc.returncode == 0:
             out[name] = proc.stdout
     return out
