@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from sqenv.errors import BuildError, SqenvError
+from sqenv.inputs import BuildSpec
 from sqenv.launch import MOUNT_PATH
-from sqenv.spec import BuildSpec
-from sqenv.ui import UI, run
+from sqenv.tools.run import run
+from sqenv.ui import UI
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class BuildContext:
     enter: Path
     ui: UI
     cwd: Path
+    mode: Literal["create", "update"] = "create"
+    """create: the staging directory is the whole environment; update: `mounts` shows the install's
+    layers under a writable upper directory (the staging directory), which becomes the new layer."""
     mounts: tuple[str, ...] = ()
     """sqenv-enter options that make the environment appear at MOUNT_PATH.
 
@@ -83,3 +88,25 @@ class BuildContext:
     @property
     def mount_path(self) -> str:
         return MOUNT_PATH
+
+
+class Builder(Protocol):
+    """One way of filling an environment (a module: `pip`, `conda.create`, `container`).
+
+    `build` fills `ctx.staging` (mode "create"); `update` applies a change
+    (`sqenv.update.apply.Change`) to the mounted layers (mode "update");
+    `refresh` re-reads what is installed after a user's script, in either mode."""
+
+    def build(self, ctx: BuildContext) -> BuildResult: ...
+
+    def refresh(self, ctx: BuildContext, result: BuildResult) -> BuildResult: ...
+
+    def update(self, ctx: BuildContext, change: Any) -> BuildResult: ...
+
+
+BUILDERS = {"pip": "sqenv.builders.pip", "conda": "sqenv.builders.conda.builder", "wrap": "sqenv.builders.container"}
+"""The builder of each install kind (`BuildSpec.kind`, `sqenv.json`'s `kind`), imported when used."""
+
+
+def builder_for(kind: str) -> Builder:
+    return importlib.import_module(BUILDERS[kind])  # type: ignore[return-value]

@@ -9,7 +9,7 @@ changed (new files, whiteouts for removed ones, opaque markers for replaced
 directories) and becomes the new top layer. Past `MAX_LAYERS` the merged tree
 is packed into one image instead, as it is when a layer below was packed
 with modes other users cannot read through overlayfs (`layers.unreadable`).
-Publishing follows `sqenv.versions`.
+Publishing follows `sqenv.publish.versions`.
 """
 
 from __future__ import annotations
@@ -23,23 +23,26 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 from packaging.utils import canonicalize_name
 
-from sqenv import layers, versions, workdir
-from sqenv.build import BuildContext, BuildResult, postinstall
-from sqenv.errors import BuildError, InputError, PackError, PrefixError, SqenvError, UsageError
+from sqenv.builders import BuildContext, BuildResult, scripts, workdir
+from sqenv.builders.base import builder_for
+from sqenv.config import cache_dir
+from sqenv.errors import BuildError, InputError, PackError, PrefixError, SqenvError
+from sqenv.inputs import BuildSpec, Kind, check_packing
+from sqenv.inputs.index import IndexOptions
+from sqenv.inputs.index import resolve as resolve_index
 from sqenv.launch import IMAGE_MARKER, MOUNT_PATH
-from sqenv.launch.helper import cache_dir, enter_binary
+from sqenv.launch.helper import enter_binary
 from sqenv.pack import Image, pack
 from sqenv.pack.squashfs import LEVELS, sha256_of
 from sqenv.pipeline import check_tools
-from sqenv.publish import launchers
+from sqenv.publish import launchers, versions
 from sqenv.publish.layout import Install
-from sqenv.spec import BuildSpec, PipInputs, check_packing
-from sqenv.spec.index import IndexOptions
-from sqenv.spec.index import resolve as resolve_index
 from sqenv.ui import UI
+from sqenv.update import layers
 
 MAX_LAYERS = 4
 """The launcher holds one descriptor per layer and accepts at most four."""
@@ -80,23 +83,6 @@ class Options:
 
     def __post_init__(self) -> None:
         check_packing(self.compression, self.compression_level, self.jobs)  # before any work
-
-
-def _builder(kind: str):
-    if kind == "pip":
-        from sqenv.build import pip as builder
-    elif kind == "conda":
-        from sqenv.build import conda as builder  # type: ignore[no-redef]
-    else:
-        raise UsageError(
-            f"`{kind}` installs cannot be updated",
-            "wrap the changed tree again with `sqenv wrap SOURCE --prefix PREFIX --force`",
-        )
-    if not hasattr(builder, "update"):
-        raise UsageError(
-            f"updating {kind} environments is not supported yet", "rebuild it with `sqenv create --force PREFIX ...`"
-        )
-    return builder
 
 
 def ensure_enter(install: Install, enter: Path) -> None:
@@ -165,15 +151,15 @@ def pack_merged(ctx: BuildContext, output: Path) -> Image:
 
 
 def _context(install: Install, kind: str, work: Path, ui: UI, change: Change, options: Options) -> BuildContext:
-    python = (change.base.get("python") or {}).get("executable")
-    pip = PipInputs(requirement_files=change.requirement_files, packages=change.packages, python=python)
+    """The builder's context in update mode: what to install comes from `change`, not from the spec."""
     from sqenv.config import load_config
 
     index = resolve_index(change.index, load_config(), ui, (change.base.get("inputs") or {}).get("index"))
-    spec = BuildSpec(prefix=install.prefix, kind=kind, pip=pip, post_install=change.post_install,  # type: ignore[arg-type]
+    spec = BuildSpec(prefix=install.prefix, kind=cast(Kind, kind), post_install=change.post_install,
                      compression=options.compression, compression_level=options.compression_level,
                      jobs=options.jobs, build_dir=options.build_dir, index=index)  # fmt: skip
-    return BuildContext(spec=spec, staging=work / "upper", workdir=work, enter=enter_binary(), ui=ui, cwd=Path.cwd())
+    return BuildContext(spec=spec, staging=work / "upper", workdir=work, enter=enter_binary(), ui=ui, cwd=Path.cwd(),
+                        mode="update")  # fmt: skip
 
 
 def _readable(install: Install, base: dict) -> bool:
@@ -266,7 +252,7 @@ def update(prefix: Path, change: Change, ui: UI, options: Options = Options()) -
         base = versions.by_number(data, data["current"])
         change = replace(change, base=base)
         _check_removals(change, base, install.prefix)
-        builder = _builder(data["kind"])
+        builder = builder_for(data["kind"])  # a wrapped tree's refuses the update
         if options.keep is not None:
             data["keep"] = options.keep
         lowers = ctx.mounts[1::2]
@@ -275,7 +261,7 @@ def update(prefix: Path, change: Change, ui: UI, options: Options = Options()) -
         ctx = replace(ctx, mounts=(*ctx.mounts, "-u", str(ctx.staging), "-W", str(ctx.workdir / "overlay-work")))
         result: BuildResult = builder.update(ctx, change)
         if change.post_install:
-            postinstall.run(ctx, change.post_install, result)
+            scripts.run(ctx, change.post_install, result)
             result = builder.refresh(ctx, result)
         if not layers.changed(ctx.staging, lowers):
             ui.info(f"Nothing changed: {install.prefix} stays at version {base['number']}")
