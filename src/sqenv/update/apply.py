@@ -240,10 +240,11 @@ def _pack_and_publish(install: Install, data: dict, record: dict, ctx: BuildCont
 def _runs_in_container(version: dict) -> bool:
     """Whether launches of this install go to Apptainer/Singularity: its own engine, or a forced config."""
     from sqenv.config import load_config
+    from sqenv.engines import stacks_layers
 
     config = load_config()
     engine = config.get("engine") if config.setting("engine").forced else (version.get("launch") or {}).get("engine")
-    return engine in ("apptainer", "singularity")
+    return not stacks_layers(engine)
 
 
 def update(prefix: Path, change: Change, ui: UI, options: Options = Options()) -> dict | None:
