@@ -21,6 +21,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -177,8 +178,16 @@ def fd_probe(prefix: Path, victim: User, env: dict[str, str], tmp_path: Path) ->
         path.chmod(0o644)
         files[fd] = path
     tmp_path.chmod(0o755)
+    # Every descriptor the program has besides 0-20: only sqenv's pins (>= 1000) are allowed.
     code = (
-        "import os\nfor fd in range(3, 21):\n    os.lseek(fd, 0, 0)\n    print(fd, os.read(fd, 100).decode().strip())\n"
+        "import os\n"
+        "extra = [int(f) for f in os.listdir('/proc/self/fd') if 20 < int(f) < 1000]\n"
+        "for fd in range(3, 21):\n"
+        "    os.lseek(fd, 0, 0)\n"
+        "    print(fd, os.read(fd, 100).decode().strip())\n"
+        "for fd in extra:\n"
+        "    if os.path.exists(f'/proc/self/fd/{fd}'):\n"  # the listing's own descriptor is gone by now
+        "        print(fd, 'EXTRA', os.readlink(f'/proc/self/fd/{fd}'))\n"
     )
     # bash opens them on their own numbers (dash takes only 0-9), then becomes the victim's program
     redirs = " ".join(f"{fd}<{path}" for fd, path in files.items())
@@ -281,3 +290,79 @@ def test_old_layer_mount_leaves_after_update_while_a_program_runs(victim: User, 
         assert not fuse_mounts(str(clean_runtime)), "the old layer's mount should idle out after its last user"
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_dir(victim: User, hostile: User) -> Path:
+    """A sticky, world-writable project directory (like /tmp, or a careless shared scratch dir)."""
+    path = Path(f"/var/tmp/sqenv-shared-{os.getpid()}")
+    path.mkdir()
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_build_dir_another_user_controls_is_refused(victim: User, hostile: User, shared_dir: Path) -> None:
+    """Mallory's directory as the build base: she could swap the build tree for hers (code in the image)."""
+    base = shared_dir / "build"
+    as_user(hostile, f"mkdir -m 777 {base}")
+    prefix = shared_dir / "env"
+    proc = sqenv(
+        "create", prefix, "six", "--python", "/usr/bin/python3", user=victim, env={"SQENV_BUILD_DIR": str(base)}
+    )
+    assert proc.returncode == 2, proc
+    assert "not safe to build in" in proc.stderr and "Traceback" not in proc.stderr
+    assert not prefix.exists() and os.listdir(base) == []
+
+
+def test_lock_file_planted_by_another_user_is_refused_not_waited_on(
+    victim: User, hostile: User, shared_dir: Path
+) -> None:
+    lock = shared_dir / ".env.sqenv-lock"
+    holder = subprocess.Popen(
+        hostile.wrap(["flock", str(lock), "sleep", "60"]), env=hostile.env(), cwd="/tmp", stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not lock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc = sqenv("create", shared_dir / "env", "six", "--python", "/usr/bin/python3", user=victim, timeout=60)
+        assert proc.returncode == 3, proc
+        assert "sqhostile" in proc.stderr and "will not wait" in proc.stderr, proc.stderr
+        assert not (shared_dir / "env").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_planted_journal_is_one_clear_line_and_the_old_install_stays(
+    victim: User, hostile: User, shared_dir: Path
+) -> None:
+    prefix = shared_dir / "env"
+    ok(sqenv("create", prefix, "six", "--python", "/usr/bin/python3", "-q", user=victim))
+    as_user(hostile, f"echo '{{}}' > {shared_dir}/.env.sqenv-journal.tmp")
+    env = {"SQENV_TEST_NO_RENAME_EXCHANGE": "1"}
+    proc = sqenv("create", prefix, "six", "--force", "--python", "/usr/bin/python3", "-q", user=victim, env=env)
+    assert proc.returncode == 3, proc
+    assert "sqhostile" in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    assert ok(run([str(prefix / "bin" / "python"), "-c", "import six; print('old')"], user=victim)).stdout == "old\n"
+
+
+def test_remove_tree_never_chmods_through_a_symlink(victim: User, shared_dir: Path) -> None:
+    """A venv tree (lib64 -> lib) with a read-only directory, removed by its ordinary owner (root's rm
+    would not need the fallback): removed whole, a link's target outside untouched."""
+    code = """
+import os, sys
+from pathlib import Path
+from sqenv.publish.publisher import remove_tree
+base = Path(sys.argv[1])
+outside = base / "outside"; outside.mkdir(mode=0o555)
+tree = base / "tree"; (tree / "lib" / "ro").mkdir(parents=True)
+(tree / "lib" / "ro" / "f").write_text("x"); (tree / "lib" / "ro").chmod(0o555)
+(tree / "lib64").symlink_to("lib"); (tree / "out").symlink_to(outside)
+remove_tree(tree)
+print(tree.exists(), oct(outside.stat().st_mode & 0o777))
+"""
+    ok(run(["chown", f"{victim.uid}:{victim.gid}", str(shared_dir)]))
+    out = ok(run([sys.executable, "-c", code, str(shared_dir)], user=victim)).stdout.split()
+    assert out == ["False", "0o555"]

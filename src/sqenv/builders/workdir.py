@@ -69,11 +69,40 @@ def sweep(base: Path) -> list[str]:
     return removed
 
 
+def _unsafe(path: Path) -> str | None:
+    """Why another user could swap or rename what sqenv builds under `path`, if they could.
+
+    The build tree is used by path (uv, the namespace helper, mksquashfs): a
+    directory that another user may write to without the sticky bit lets them
+    rename our tree and put theirs in its place (code in the victim's image).
+    So: `path` must be ours, or root's and sticky or closed to others (like
+    /tmp); no directory above it may be world-writable without the sticky bit.
+    Group-writable parents (a project's directory) are trusted like the group."""
+    me = os.getuid()
+    for i, where in enumerate([path, *path.parents]):
+        st = os.stat(where)
+        sticky = st.st_mode & stat.S_ISVTX
+        if st.st_mode & 0o002 and not sticky:
+            return f"`{where}` is writable by every user"
+        if i == 0 and st.st_uid not in (me, 0):
+            return f"it belongs to another user (uid {st.st_uid})"
+        if i == 0 and st.st_uid == 0 and st.st_mode & 0o022 and not sticky:
+            return "others may write to it"
+    return None
+
+
 @contextlib.contextmanager
 def workdir(requested: Path | None) -> Iterator[Path]:
     base = base_dir(requested)
     try:
-        base.mkdir(parents=True, exist_ok=True)
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        base = Path(os.path.realpath(base))
+        problem = _unsafe(base)
+        if problem:
+            raise InputError(
+                f"the build directory `{base}` is not safe to build in: {problem}",
+                "pass `--build-dir DIR` (or set SQENV_BUILD_DIR) to a directory of yours that others cannot write to",
+            )
         sweep(base)
         path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
     except OSError as exc:

@@ -46,6 +46,20 @@ _SQENV_TEMPS = (".sqenv-update-", ".sqenv.json.", ".launcher.new", ".container.s
 _SQENV_FILES = ("sqenv-enter", "container.sif")
 
 
+def _owner(path: Path) -> str:
+    """`name (uid N)` of whoever owns `path` (without following a symlink)."""
+    import pwd
+
+    try:
+        uid = os.lstat(path).st_uid
+    except OSError:
+        return "nobody (it is gone)"
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def remove_tree(path: Path) -> None:
     """rm -rf that also removes trees with read-only or mode-000 directories
     (installed packages have some; so does overlayfs's work directory)."""
@@ -63,8 +77,11 @@ def remove_tree(path: Path) -> None:
         os.chmod(path, 0o700)
     for root, dirs, _files in os.walk(path):  # top-down: each directory is opened after its chmod
         for name in dirs:
+            full = os.path.join(root, name)
+            if os.path.islink(full):  # lib64 -> lib: os.walk lists it among dirs; never chmod through it
+                continue
             with contextlib.suppress(OSError):
-                os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
+                os.chmod(full, 0o700)
     shutil.rmtree(path)
 
 
@@ -302,11 +319,18 @@ class Publisher:
         old = self.prefix.parent / f".{self.prefix.name}.sqenv-old-{secrets.token_hex(4)}"
         journal = journal_path(self.prefix)
         tmp = journal.with_name(journal.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        with open(tmp, "x") as fh:
-            json.dump({"old": old.name, "new": self.tmp.name}, fh)
-        os.chmod(tmp, file_mode())
-        os.rename(tmp, journal)
+        try:
+            tmp.unlink(missing_ok=True)
+            with open(tmp, "x", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, 0o600)) as fh:
+                json.dump({"old": old.name, "new": self.tmp.name}, fh)
+            os.chmod(tmp, file_mode())
+            os.rename(tmp, journal)
+        except OSError as exc:  # another user's file there (a shared, sticky parent): PREFIX is untouched
+            planted = tmp if os.path.lexists(tmp) else journal
+            raise PrefixError(
+                f"cannot write the journal `{planted}`: {exc.strerror} (it belongs to {_owner(planted)})",
+                f"sqenv did not make it: ask its owner to remove `{planted}`, then retry",
+            ) from None
         os.rename(self.prefix, old)
         os.rename(self.tmp, self.prefix)
         self.committed = True

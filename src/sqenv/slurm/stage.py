@@ -119,8 +119,9 @@ class Nodes:
 
 # Each node: make the directory (ours, private), or fail if someone else owns it.
 _MKDIR = (
-    'umask 077; mkdir -p "$1" 2>/dev/null; [ -d "$1" ] && [ -O "$1" ] && [ -w "$1" ] || '
-    '{ echo "${SLURMD_NODENAME:-$(hostname)}: cannot use $1 (missing, not writable or not yours)" >&2; exit 1; }'
+    'umask 077; mkdir -p "$1" 2>/dev/null; [ ! -L "$1" ] && [ -d "$1" ] && [ -O "$1" ] && [ -w "$1" ] || '
+    '{ echo "${SLURMD_NODENAME:-$(hostname)}: cannot use $1 (missing, a symlink, not writable or not yours)" >&2;'
+    " exit 1; }"
 )
 # Each node: copy from the shared file system (the fallback when sbcast fails).
 _COPY = 'cp -f -- "$1" "$2"'
