@@ -39,6 +39,7 @@ from support import (
     make_traversable,
     need,
     ok,
+    owned_dir,
     sqenv,
 )
 
@@ -90,11 +91,8 @@ def user() -> User:
 @pytest.fixture(scope="session")
 def shared_dir(user: User, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory the test user owns, for installs shared across tests."""
-    path = Path("/var/tmp") / f"sqenv-tests-{os.getpid()}"
-    path.mkdir(mode=0o755)
-    os.chown(path, user.uid, user.gid)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with owned_dir("sqenv-tests", user.uid, user.gid) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,13 @@ imports from here; test modules import from here (tests/ is on sys.path through 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -75,6 +76,19 @@ def ensure_user(name: str) -> User:
         subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
         pw = pwd.getpwnam(name)
     return User(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
+
+
+@contextlib.contextmanager
+def owned_dir(name: str, uid: int, gid: int) -> Iterator[Path]:
+    """/var/tmp/NAME-PID, world-readable and owned by a test user (Slurm nodes and the apptainer
+    shim see /var/tmp; /tmp is private to each node), removed afterwards."""
+    path = Path("/var/tmp") / f"{name}-{os.getpid()}"
+    path.mkdir(mode=0o755)
+    os.chown(path, uid, gid)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def make_traversable(path: Path) -> None:

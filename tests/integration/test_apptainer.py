@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import pwd
-import shutil
 import signal
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ try:
 except ImportError:  # tests/ is not a package: conftest put tests/infra on sys.path
     from apptainer import Apptainer, ensure_apptainer  # type: ignore[no-redef]
 
-from support import BASE_PYTHON, SQENV, launchers, need
+from support import BASE_PYTHON, SQENV, launchers, need, owned_dir
 
 pytestmark = pytest.mark.apptainer
 
@@ -63,11 +62,8 @@ def base_sif(app: Apptainer, user: str) -> Path:
 def work(user: str) -> Iterator[Path]:
     """The user's directory for this module (under /var/tmp: seen by the shim and by apptainer)."""
     pw = pwd.getpwnam(user)
-    path = Path("/var/tmp") / f"sqenv-apptainer-tests-{os.getpid()}"
-    path.mkdir(mode=0o755)
-    os.chown(path, pw.pw_uid, pw.pw_gid)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with owned_dir("sqenv-apptainer-tests", pw.pw_uid, pw.pw_gid) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from slurm import FINAL_STATES, SlurmCluster, _as_user, _user_env, ensure_slurm
 from sqenv.config import launcher_values, load_config
 from sqenv.publish import launchers, metadata
 from sqenv.publish.layout import Install
-from support import BASE_PYTHON, SQENV, User, ensure_user, fuse_mounts, is_image_server, need, ok, run, sqenv
+from support import BASE_PYTHON, SQENV, User, ensure_user, fuse_mounts, is_image_server, need, ok, owned_dir, run, sqenv
 
 HPC_USER = "sqenvhpc"
 LIMIT_USER = "sqslurm"  # runs the time-limit job, which outlives the tests around it
@@ -79,11 +79,8 @@ def host_mpi() -> None:
 @pytest.fixture(scope="module")
 def base(hpc: User) -> Path:
     """A world-readable directory owned by the test user, shared by all nodes (/var/tmp)."""
-    path = Path("/var/tmp") / f"sqenv-slurm-tests-{os.getpid()}"
-    path.mkdir(mode=0o755)
-    os.chown(path, hpc.uid, hpc.gid)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with owned_dir("sqenv-slurm-tests", hpc.uid, hpc.gid) as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
