@@ -37,6 +37,20 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     p.add_argument("--format", choices=FORMATS,
                    help="output format (default: explicit for conda installs, requirements for pip ones)")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: standard output)")
+    p.add_argument(
+        "--sif",
+        type=Path,
+        metavar="OUT.sif",
+        help="write a self-contained Apptainer image of the environment (base OS + environment)",
+    )
+    p.add_argument(
+        "--base-image",
+        type=Path,
+        metavar="OS.sif",
+        help="with --sif: the operating system image (default: the install's container.sif, "
+        "else $SQENV_APPTAINER_IMAGE)",
+    )
+    p.add_argument("--build-dir", type=Path, metavar="DIR", help="with --sif: where to unpack (default: $TMPDIR)")
     add_output_options(p)
     p.set_defaults(execute=execute)
 
@@ -95,6 +109,13 @@ def requirements(data: dict, version: dict, ui: UI) -> str:
 
 
 def execute(args: argparse.Namespace, ui: UI) -> int:
+    if args.sif is not None or args.base_image is not None:
+        if args.sif is None or args.format or args.output:
+            raise UsageError("`--sif OUT.sif` goes alone (with `--base-image`), not with --format or --output")
+        from sqenv.export.sif import export
+
+        export(args.prefix, args.sif, args.base_image, ui, args.build_dir)
+        return 0
     install = Install.open(args.prefix)
     data = metadata.load(install.metadata)
     version = metadata.current(data)

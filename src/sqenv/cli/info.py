@@ -19,8 +19,8 @@ from sqenv.ui import UI
 
 
 def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
-    p = sub.add_parser("info", help="show an install's packages, sizes and files")
-    p.add_argument("prefix", type=Path, metavar="PREFIX")
+    p = sub.add_parser("info", help="show an install's packages, sizes and files (or an image's lock: IMAGE.sif|.sqfs)")
+    p.add_argument("prefix", type=Path, metavar="PREFIX|IMAGE")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verify", action="store_true", help="check the images' checksums")
     add_output_options(p)
@@ -54,6 +54,10 @@ def summary(install: Install) -> dict:
 
 
 def execute(args: argparse.Namespace, ui: UI) -> int:
+    if args.prefix.is_file():  # an image sqenv made: its lock and SBOM
+        from sqenv.cli.image_info import show
+
+        return show(args.prefix, as_json=args.json)
     install = Install.open(args.prefix)
     info = summary(install)
     problems = image_problems(install, checksums=args.verify)

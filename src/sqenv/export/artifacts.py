@@ -60,7 +60,7 @@ def _pick(links: list[tuple[str, str | None]], name: str, version: str, tags: fr
 def _page(index: str, name: str) -> list[tuple[str, str | None]]:
     base = index.rstrip("/") + "/" + canonicalize_name(name) + "/"
     request = urllib.request.Request(base, headers={"Accept": "text/html"})
-    with urllib.request.urlopen(request, timeout=TIMEOUT) as resp:  # noqa: S310 (the user's index)
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as resp:
         text = resp.read().decode("utf-8", "replace")
     links = []
     for href in _HREF.findall(text):

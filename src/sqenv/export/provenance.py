@@ -77,7 +77,8 @@ def sbom(doc: dict, name: str, when: int) -> str:
     components = []
     for pkg in doc["packages"]:
         purl = _purl(pkg)
-        refs = [ExternalReference(type=ExternalReferenceType.DISTRIBUTION, url=XsUri(pkg["url"]))] if pkg.get("url") else []
+        url = pkg.get("url")
+        refs = [ExternalReference(type=ExternalReferenceType.DISTRIBUTION, url=XsUri(url))] if url else []
         hashes = [HashType(alg=HashAlgorithm.SHA_256, content=pkg["sha256"])] if pkg.get("sha256") else []
         components.append(Component(name=pkg["name"], version=pkg["version"], type=ComponentType.LIBRARY, purl=purl,
                                     bom_ref=purl.to_string(), hashes=hashes, external_references=refs))  # fmt: skip
