@@ -51,6 +51,8 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
         "else $SQENV_APPTAINER_IMAGE)",
     )
     p.add_argument("--build-dir", type=Path, metavar="DIR", help="with --sif: where to unpack (default: $TMPDIR)")
+    p.add_argument("--prefix-inside", help=argparse.SUPPRESS)  # cotainr: the env also at its path
+    p.add_argument("--mount-point", action="append", default=[], help=argparse.SUPPRESS)  # cotainr --system binds
     add_output_options(p)
     p.set_defaults(execute=execute)
 
@@ -114,7 +116,15 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
             raise UsageError("`--sif OUT.sif` goes alone (with `--base-image`), not with --format or --output")
         from sqenv.export.sif import export
 
-        export(args.prefix, args.sif, args.base_image, ui, args.build_dir)
+        export(
+            args.prefix,
+            args.sif,
+            args.base_image,
+            ui,
+            args.build_dir,
+            inside=args.prefix_inside,
+            mount_points=args.mount_point,
+        )
         return 0
     install = Install.open(args.prefix)
     data = metadata.load(install.metadata)

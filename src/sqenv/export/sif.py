@@ -160,11 +160,11 @@ exec "$@"
 """
 
 
-def labels(install: Install, data: dict, version: dict, lock_text: str, base: Path) -> dict[str, str]:
+def labels(inside: Path, data: dict, version: dict, lock_text: str, base: Path) -> dict[str, str]:
     python = version.get("python") or {}
     return {
         "org.sqenv.version": __version__,
-        "org.sqenv.prefix": str(install.prefix),
+        "org.sqenv.prefix": str(inside),
         "org.sqenv.kind": data["kind"],
         "org.sqenv.environment-version": str(version["number"]),
         "org.sqenv.packages": str(len(version.get("packages", []))),
@@ -198,8 +198,12 @@ def _ensure_provenance(tree: Path, data: dict, version: dict) -> str:
     return lock.read_text()
 
 
-def export(prefix: Path, out: Path, base_image: Path | None, ui: UI, build_dir: Path | None = None) -> Path:
-    """Write OUT.sif for the install at PREFIX (see the module's doc). Nothing is left behind on failure."""
+def export(prefix: Path, out: Path, base_image: Path | None, ui: UI, build_dir: Path | None = None, *,
+           inside: str | None = None, mount_points: list[str] | None = None) -> Path:  # fmt: skip
+    """Write OUT.sif for the install at PREFIX (see the module's doc). Nothing is left behind on failure.
+
+    `inside`: the path the environment has in the SIF besides /mnt/sqenv (default PREFIX; cotainr's
+    front end gives its own); `mount_points`: directories to make for a system's bind paths."""
     install = Install.open(prefix)
     data = metadata.load(install.metadata)
     version = metadata.current(data)
@@ -225,13 +229,14 @@ def export(prefix: Path, out: Path, base_image: Path | None, ui: UI, build_dir: 
     from sqenv.builders.workdir import workdir
 
     with workdir(build_dir) as work:
-        _build(install, data, version, base, layer, out, exe, work, ui)
+        _build(install, data, version, base, layer, out, exe, work, ui, Path(inside or install.prefix),
+               mount_points or [])  # fmt: skip
     ui.info(f"Exported {install.prefix} to {out} ({out.stat().st_size / 1e6:,.0f} MB, base {base.name})")
     return out
 
 
 def _build(install: Install, data: dict, version: dict, base: Path, layer: Path, out: Path, exe: str, work: Path,
-           ui: UI) -> None:  # fmt: skip
+           ui: UI, inside: Path, mount_points: list[str]) -> None:  # fmt: skip
     root = work / "root"
     env = {**os.environ, "APPTAINER_TMPDIR": str(work), "SINGULARITY_TMPDIR": str(work),
            "APPTAINER_CACHEDIR": str(work / "cache"), "SINGULARITY_CACHEDIR": str(work / "cache")}  # fmt: skip
@@ -243,14 +248,16 @@ def _build(install: Install, data: dict, version: dict, base: Path, layer: Path,
     tree.parent.mkdir(parents=True, exist_ok=True)
     with ui.phase(f"Unpacking the environment ({layer.name})"):
         _run(["unsquashfs", "-n", "-q", "-d", str(tree), str(layer)], f"unpacking `{layer}`", cwd=work)
-    link = root / str(install.prefix).lstrip("/")
+    link = root / str(inside).lstrip("/")
     if link.exists() or link.is_symlink():
-        raise InputError(f"the base image `{base.name}` already has `{install.prefix}`",
+        raise InputError(f"the base image `{base.name}` already has `{inside}`",
                          "export an install whose prefix is not a path of the operating system")  # fmt: skip
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(MOUNT_PATH)
     lock_text = _ensure_provenance(tree, data, version)
-    (root / ENV_SCRIPT).write_text(env_script(install.prefix, tree))
+    for point in mount_points:
+        (root / point.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    (root / ENV_SCRIPT).write_text(env_script(inside, tree))
     (root / RUNSCRIPT).write_text(RUN)
     (root / RUNSCRIPT).chmod(0o755)
     label_file = root / LABELS
@@ -258,7 +265,9 @@ def _build(install: Install, data: dict, version: dict, base: Path, layer: Path,
         existing = json.loads(label_file.read_text()) if label_file.is_file() else {}
     except ValueError:
         existing = {}
-    existing.update(labels(install, data, version, lock_text, base))
+    existing.update(labels(inside, data, version, lock_text, base))
+    if mount_points:
+        existing["org.sqenv.binds"] = ",".join(mount_points)
     label_file.write_text(json.dumps(existing, indent=1) + "\n")
     sif = work / "out.sif"
     with ui.phase("Building the SIF (zstd)"):
