@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqenv.engines import CHOICES
 from sqenv.errors import InputError
 from sqenv.inputs import COMPRESSIONS
 from sqenv.ui import NORMAL, QUIET, UI
@@ -46,7 +47,6 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib  # type: ignore[no-redef]
 
 SYSTEM_CONFIG = "/etc/sqenv/config.toml"
-ENGINES = ("auto", "embedded", "apptainer", "singularity")
 MPI_MODES = ("none", "host")
 
 
@@ -128,7 +128,7 @@ KEYS: dict[str, Key] = {
     "compression": Key(_choice(COMPRESSIONS), "zstd", "image compression"),
     "compression_level": Key(_int(0), None, "compressor level (default: zstd 3, gzip 6)"),
     "jobs": Key(_int(1), None, "cores used for packing (default: all)"),
-    "engine": Key(_choice(ENGINES), "auto", "how launchers run programs", "SQENV_ENGINE"),
+    "engine": Key(_choice(CHOICES), "auto", "how launchers run programs", "SQENV_ENGINE"),
     "mpi": Key(_choice(MPI_MODES), "none", '"host": use the host MPI library at run time'),
     "mpi_libraries": Key(_paths, [], "host MPI library files or directories (mpi = host)"),
     "bind_paths": Key(_paths, [], "extra host paths the apptainer engine binds"),

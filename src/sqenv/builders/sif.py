@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 
 from sqenv import __version__
+from sqenv.engines import RUNTIMES
 from sqenv.errors import BuildError, InputError, ToolMissing
 from sqenv.inputs import BuildSpec, WrapInputs
 from sqenv.pack.squashfs import sha256_of
@@ -54,7 +55,7 @@ done
 
 
 def runtime() -> str:
-    for name in ("apptainer", "singularity"):
+    for name in RUNTIMES:
         path = shutil.which(name)
         if path:
             return path

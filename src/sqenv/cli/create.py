@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sqenv.config import apply_build_config
+from sqenv.engines import CHOICES
 from sqenv.errors import UsageError
 from sqenv.inputs import COMPRESSIONS, BuildSpec, PipInputs
 from sqenv.inputs.index import from_args
@@ -89,7 +90,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     )
     p.add_argument(
         "--engine",
-        choices=("auto", "embedded", "apptainer", "singularity"),
+        choices=CHOICES,
         help="how launchers run programs (default: config `engine`, else auto: embedded where it can, else apptainer)",
     )
     p.add_argument(

@@ -112,6 +112,7 @@ _STUBS = """
 sqenv_die() { printf 'none\\n%s\\n' "$1"; exit 0; }
 sqenv_embedded_exec() { echo embedded; exit 0; }
 sqenv_apptainer_exec() { echo "$sqenv_engine"; exit 0; }
+sqenv_singularity_exec() { echo "$sqenv_engine"; exit 0; }
 """
 _ENGINE_SECTION = "# --- Engine"
 
@@ -127,15 +128,20 @@ class EngineChoice:
 
 def launcher_choice(enter_dir: Path, default: str, env: Mapping[str, str]) -> tuple[str, str]:
     """(engine, message) from the launcher's own engine section, run in sh."""
-    from sqenv.engines import ENGINES, engine_script
+    from sqenv import engines
     from sqenv.launch import template
 
     body = template("launcher.sh")
     start = body.find(_ENGINE_SECTION)
     if start < 0:
         raise SqenvError("cannot find the engine choice in launcher.sh", "this is a bug in sqenv")
-    script = "\n".join([*(engine_script(name) for name in ENGINES), _STUBS, body[start:]])
-    full = {**env, "SQENV_PREFIX": str(enter_dir), "SQENV_DEFAULT_ENGINE": default}
+    script = "\n".join([*engines.scripts(), _STUBS, body[start:]])
+    full = {
+        **env,
+        "SQENV_PREFIX": str(enter_dir),
+        "SQENV_DEFAULT_ENGINE": default,
+        "SQENV_ENGINES": " ".join(engines.ORDER),
+    }
     proc = subprocess.run(["sh", "-c", script, "sqenv-doctor"], capture_output=True, text=True, env=full)
     lines = proc.stdout.splitlines() or ["none", proc.stderr.strip()]
     return lines[0], " ".join(lines[1:])

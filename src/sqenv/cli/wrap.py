@@ -13,11 +13,10 @@ import os
 from pathlib import Path
 
 from sqenv.cli.create import use_it
+from sqenv.engines import CHOICES
 from sqenv.errors import InputError, UsageError
 from sqenv.inputs import COMPRESSIONS
 from sqenv.ui import UI
-
-ENGINES = ("auto", "embedded", "apptainer", "singularity")
 
 
 def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
@@ -41,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
         action="store_true",
         help="directory: show the image at the tree's original path (no relocation) instead of /mnt/sqenv",
     )
-    p.add_argument("--engine", choices=ENGINES, help="directory: how its launchers run programs (default: auto)")
+    p.add_argument("--engine", choices=CHOICES, help="directory: how its launchers run programs (default: auto)")
     p.add_argument(
         "--base-image",
         type=Path,

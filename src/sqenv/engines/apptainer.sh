@@ -34,7 +34,16 @@
 # first, its own environment otherwise kept.
 
 sqenv_apptainer_usable() {
-    command -v apptainer >/dev/null 2>&1 || command -v singularity >/dev/null 2>&1
+    command -v apptainer >/dev/null 2>&1
+}
+
+# SingularityCE takes the same options: the same engine under its own name.
+sqenv_singularity_usable() {
+    command -v singularity >/dev/null 2>&1
+}
+
+sqenv_singularity_exec() {
+    sqenv_apptainer_exec "$@"
 }
 
 # Append a host directory to the bind list if it exists and can be named there.

@@ -13,9 +13,8 @@ import shlex
 import stat
 from pathlib import Path
 
-from sqenv import __version__
+from sqenv import __version__, engines
 from sqenv.config import Config, launcher_lines, launcher_values, load_config
-from sqenv.engines import ENGINES, engine_script
 from sqenv.launch import MOUNT_PATH, template
 from sqenv.publish.layout import TEMP_PREFIX, Install
 from sqenv.publish.modes import adopt, make_dir
@@ -42,6 +41,7 @@ def render(
     config = config or load_config()
     values = {
         "SQENV_LAYERS": " ".join(layers),
+        "SQENV_ENGINES": " ".join(engines.ORDER),
         "SQENV_MOUNT_PATH": options.get("mount_path") or MOUNT_PATH,
         "SQENV_ACTIVATE": "1" if activate else "0",
         **launcher_values(config, mpi=options.get("mpi")),
@@ -61,7 +61,7 @@ def render(
         "",
     ]
     parts = ["\n".join(head)]
-    parts += [engine_script(name) for name in ENGINES]
+    parts += engines.scripts()
     parts.append(template("launcher.sh"))
     return "\n".join(parts)
 
