@@ -208,10 +208,11 @@ def read_file(path: Path, required: bool) -> dict | None:
         raise InputError(f"cannot read the config file `{path}`: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"the config file `{path}` is not valid TOML: {exc}", "fix its syntax") from None
-    unknown = sorted(set(data) - {"defaults", "forced"})
+    unknown = sorted(set(data) - {"defaults", "forced", "systems"})  # systems: cotainr's presets
     if unknown:
         raise InputError(
-            f"{path}: unknown section [{unknown[0]}]", "sqenv config files hold only [defaults] and [forced]"
+            f"{path}: unknown section [{unknown[0]}]",
+            "config files hold [defaults], [forced] and [systems.NAME]",
         )
     return data
 

@@ -110,6 +110,17 @@ def _create(spec: BuildSpec, ui: UI) -> Install:
     return Install(spec.prefix.absolute())
 
 
+def _provenance(spec: BuildSpec, result: BuildResult, staging: Path, mount_path: str) -> int | None:
+    """The lock and SBOM into the image (`sqenv.export.provenance`); the fixed time to pack with
+    (pip and conda environments: byte-identical images from one lock), None for wrapped trees."""
+    from sqenv.export import provenance
+    from sqenv.pack.reproducible import epoch
+
+    when = epoch()
+    provenance.write_into(staging, provenance.for_build(spec, result, staging, mount_path), "sqenv-environment", when)
+    return when if spec.kind in ("pip", "conda") else None
+
+
 def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> tuple[Image, list[str], BuildResult]:
     """Build in `work`, write the image, helper, launchers and metadata into `out`."""
     staging = work / "root"
@@ -123,6 +134,7 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
     launch = {key: value for key, value in (("mpi", spec.mpi), ("engine", spec.engine)) if value}
     launch.update(result.extra.pop("launch", {}))
     tmp_image = out / ".image.sqfs"
+    when = _provenance(spec, result, staging, launch.get("mount_path", MOUNT_PATH))
     image = pack(
         ui,
         staging,
@@ -131,6 +143,7 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
         level=spec.compression_level,
         jobs=spec.jobs,
         log=ctx.log,
+        epoch=when,
     )
     layer = image_name(1, image.id)
     os.replace(tmp_image, out / layer)

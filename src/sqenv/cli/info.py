@@ -17,8 +17,8 @@ from sqenv.ui import UI
 
 
 def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
-    p = sub.add_parser("info", help="show an install's packages, sizes and files")
-    p.add_argument("prefix", type=Path, metavar="PREFIX")
+    p = sub.add_parser("info", help="show an install's packages, sizes and files (or an image's lock: IMAGE.sif|.sqfs)")
+    p.add_argument("prefix", type=Path, metavar="PREFIX|IMAGE")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verify", action="store_true", help="check the images' checksums")
     add_output_options(p)
@@ -26,6 +26,10 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
 
 
 def execute(args: argparse.Namespace, ui: UI) -> int:
+    if args.prefix.is_file():  # an image sqenv made: its lock and SBOM
+        from sqenv.cli.image_info import show
+
+        return show(args.prefix, as_json=args.json)
     info, problems = read_info(InfoOptions(prefix=args.prefix, verify=args.verify))
     if args.json:
         print(json.dumps(info, indent=1))

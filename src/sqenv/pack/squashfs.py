@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqenv.errors import PackError
 from sqenv.launch import IMAGE_MARKER
+from sqenv.pack.reproducible import mksquashfs_args, retime_pyc
 from sqenv.tools.diagnose import classify_mksquashfs
 from sqenv.tools.progress import PackProgress
 from sqenv.tools.run import run
@@ -74,9 +75,15 @@ def pack(
     level: int | None = None,
     jobs: int | None = None,
     log: Path,
+    epoch: int | None = None,
 ) -> Image:
-    """Write the image of `staging` to `output` (which must not exist)."""
-    (staging / IMAGE_MARKER).write_text(uuid.uuid4().hex + "\n")
+    """Write the image of `staging` to `output` (which must not exist).
+
+    `epoch`: store every time as this one, for byte-identical images of the same packages
+    (`sqenv.pack.reproducible`); the marker's content is fixed, so the image ID is its content's."""
+    (staging / IMAGE_MARKER).write_text("sqenv image\n" if epoch is not None else uuid.uuid4().hex + "\n")
+    if epoch is not None:
+        retime_pyc(staging, epoch)
     installed, count = tree_stats(staging)
     argv = [
         "mksquashfs",
@@ -97,6 +104,8 @@ def pack(
         "-mem",
         "256M",
     ]
+    if epoch is not None:
+        argv += mksquashfs_args(epoch)
     level = level if level is not None else LEVELS.get(compression)
     if level is not None:
         argv += ["-Xcompression-level", str(level)]
