@@ -281,7 +281,7 @@ def _write_rattler_lock(prefix: Path, dest: Path) -> None:
     data = json.loads((prefix / "sqenv.json").read_text())["versions"][-1]["lock"]
     script = (
         "import json, os, sys\n"
-        "from sqenv.build.conda_worker import record\n"
+        "from sqenv.builders.conda.worker import record\n"
         "from rattler import LockChannel, LockFile, LockPlatform\n"
         "lock = json.loads(open(sys.argv[1]).read())\n"
         "plat = LockPlatform(lock['platform'])\n"
@@ -477,7 +477,7 @@ def test_pip_on_top(extra: Path, channel: Path, pkgs: Path, tmp_path: Path, buil
 # --------------------------------------------------------------------------- units
 def test_channel_urls(channel: Path, tmp_path: Path) -> None:
     from sqenv.errors import InputError
-    from sqenv.spec.conda import channel_name, channel_url
+    from sqenv.inputs.conda import channel_name, channel_url
 
     assert channel_url("conda-forge") == "https://conda.anaconda.org/conda-forge"
     assert channel_url("bioconda", "https://mirror.example/conda/") == "https://mirror.example/conda/bioconda"
@@ -492,7 +492,7 @@ def test_channel_urls(channel: Path, tmp_path: Path) -> None:
 
 def test_environment_file_parsing(tmp_path: Path) -> None:
     from sqenv.errors import InputError
-    from sqenv.spec.conda import read_environment_file
+    from sqenv.inputs.conda import read_environment_file
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "req.txt").write_text("six\n")
@@ -514,7 +514,7 @@ def test_environment_file_parsing(tmp_path: Path) -> None:
 
 def test_externally_managed_marker(tmp_path: Path) -> None:
     """No conda Python is reachable here: the marker's placement, checked on a tree shaped like one."""
-    from sqenv.build.conda import mark_externally_managed
+    from sqenv.builders.conda.create import mark_externally_managed
 
     stdlib = tmp_path / "lib" / "python3.12"
     stdlib.mkdir(parents=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sqenv import diagnose
+from sqenv.tools import diagnose
 
 DATA = Path(__file__).parent / "data" / "uv"
 

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import BASE_PYTHON, SQENV, User, need, ok, run
 from sqenv.publish.layout import Install
-from sqenv.versions import launcher_layers
+from sqenv.publish.versions import launcher_layers
 
 pytestmark = pytest.mark.slow
 
@@ -254,7 +254,7 @@ def test_failing_updates_change_nothing_and_say_why(env: Path, tmp_path: Path, s
 
 KILL_AT = """
 import os, signal, sys
-import sqenv.versions as v
+import sqenv.publish.versions as v
 from sqenv.cli import main
 where, args = sys.argv[1], sys.argv[2:]
 publish = v.publish

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sqenv.errors import InputError
-from sqenv.spec import COMPRESSIONS
+from sqenv.inputs import COMPRESSIONS
 from sqenv.ui import NORMAL, QUIET, UI
 
 try:
@@ -137,7 +137,7 @@ KEYS: dict[str, Key] = {
     "runtime_dir": Key(_runtime_path, None, "where images are mounted (default: /tmp/sqenv-UID)", "SQENV_RUNTIME_DIR"),
     "stage_dir": Key(_runtime_path, "/tmp", "node-local directory for `sqenv stage`", "SQENV_STAGE_DIR"),
     "keep_versions": Key(_int(1), 3, "versions kept for rollback"),
-    # where uv finds pip packages (see sqenv.spec.index); recorded per install, reused by updates
+    # where uv finds pip packages (see sqenv.inputs.index); recorded per install, reused by updates
     "index_url": Key(_text, None, "pip package index (default: PyPI)"),
     "extra_index_urls": Key(_strings, [], "more pip package indexes"),
     "find_links": Key(_strings, [], "directories or pages of wheels/sdists"),
@@ -353,3 +353,10 @@ def launcher_lines(config: Config) -> list[str]:
     if config.setting("engine").forced:
         lines.append(f"SQENV_ENGINE={shlex.quote(config.get('engine'))}")
     return lines
+
+
+def cache_dir() -> Path:
+    """sqenv's cache: config `cache_dir` (or SQENV_CACHE_DIR), else ~/.cache/sqenv."""
+    configured = load_config().get("cache_dir")
+    base = configured or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sqenv")
+    return Path(os.path.expanduser(base))

@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqenv import __version__
-from sqenv.build import BuildContext, BuildResult, build
+from sqenv.builders import BuildContext, BuildResult, build
+from sqenv.builders.workdir import log_file, workdir
 from sqenv.config import load_config
 from sqenv.errors import Interrupted, ToolMissing
+from sqenv.inputs import BuildSpec
 from sqenv.launch import MOUNT_PATH
 from sqenv.launch.helper import enter_binary
 from sqenv.pack import Image, pack
@@ -23,9 +25,7 @@ from sqenv.publish.layout import Install, image_name
 from sqenv.publish.modes import adopt, file_mode
 from sqenv.publish.parents import parent_dirs
 from sqenv.publish.publisher import Publisher
-from sqenv.spec import BuildSpec
 from sqenv.ui import UI
-from sqenv.workdir import log_file, workdir
 
 
 def now() -> str:
@@ -88,7 +88,7 @@ def _create(spec: BuildSpec, ui: UI) -> Install:
     pending: set[signal.Signals] = set()
     try:
         with modes.shared_umask(), publisher as out, workdir(spec.build_dir) as work:
-            from sqenv.layers import sweep_update_dirs
+            from sqenv.update.layers import sweep_update_dirs
 
             sweep_update_dirs(work.parent)  # what killed updates left
             image, names, result = _build_into(spec, ui, out, work, enter)
@@ -139,7 +139,7 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
     shutil.copy2(enter, install.enter)
     adopt(out, install.enter, executable=True)
     if spec.base_image:
-        from sqenv.wrap_sif import add_container
+        from sqenv.builders.sif import add_container
 
         add_container(out, spec.base_image, ui)
     launchers.write(install, [layer], names, activate=result.activate, options=launch)

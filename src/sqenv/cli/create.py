@@ -9,11 +9,11 @@ from pathlib import Path
 
 from sqenv.config import apply_build_config
 from sqenv.errors import UsageError
+from sqenv.inputs import COMPRESSIONS, BuildSpec, PipInputs
+from sqenv.inputs.index import from_args
+from sqenv.inputs.index import resolve as resolve_index
+from sqenv.inputs.requirements import check_file, check_spec
 from sqenv.pipeline import create
-from sqenv.spec import COMPRESSIONS, BuildSpec, PipInputs
-from sqenv.spec.index import from_args
-from sqenv.spec.index import resolve as resolve_index
-from sqenv.spec.requirements import check_file, check_spec
 from sqenv.ui import NORMAL, QUIET, UI
 
 
@@ -141,7 +141,7 @@ def spec_from_args(args: argparse.Namespace) -> BuildSpec:
         raise UsageError("`--no-index` leaves uv nowhere to find packages", "add `--find-links DIR`")
     conda = args.file or args.channel or args.lock_from
     if conda:
-        from sqenv.spec.conda import conda_spec
+        from sqenv.inputs.conda import conda_spec
 
         return replace(conda_spec(args), index=index)
     if not args.requirement and not args.packages:

@@ -287,7 +287,7 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
         failed += 1
         print(f"FAIL  {choice.engine} engine: {problem}")
     if prefix is not None:
-        from sqenv.integrity import image_problems
+        from sqenv.publish.integrity import image_problems
 
         image_failures = image_problems(Install.open(prefix))
         for problem in image_failures:

@@ -69,7 +69,7 @@ def explicit(data: dict, version: dict, prefix: Path, ui: UI) -> str:
 
 
 def environment_yml(data: dict, version: dict, prefix: Path) -> str:
-    from sqenv.spec.conda import DEFAULT_ALIAS, channel_name
+    from sqenv.inputs.conda import DEFAULT_ALIAS, channel_name
 
     lock = _lock(data, version, prefix)
     alias = ((version.get("inputs") or {}).get("conda") or {}).get("channel_alias") or DEFAULT_ALIAS

@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sqenv.errors import PrefixError
-from sqenv.integrity import image_problems
 from sqenv.publish import metadata
+from sqenv.publish.integrity import image_problems
 from sqenv.publish.layout import Install
 from sqenv.ui import UI
 

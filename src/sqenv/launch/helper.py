@@ -1,4 +1,4 @@
-"""The `sqenv-enter` helper shipped in this package, and sqenv's cache directory.
+"""The `sqenv-enter` helper shipped in this package.
 
 The helper is compiled (statically) when sqenv is built or installed
 (`setup.py`), never at `sqenv create`: users need no compiler, and the binary
@@ -16,16 +16,6 @@ from importlib import resources
 from pathlib import Path
 
 from sqenv.errors import ToolMissing
-
-
-def cache_dir() -> Path:
-    """sqenv's cache: config `cache_dir` (or SQENV_CACHE_DIR), else ~/.cache/sqenv."""
-    from sqenv.config import load_config
-
-    configured = load_config().get("cache_dir")
-    base = configured or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sqenv")
-    return Path(os.path.expanduser(base))
-
 
 _REINSTALL = "reinstall sqenv (`pip install .` builds it; that needs a C compiler and static libc, once)"
 

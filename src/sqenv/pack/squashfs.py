@@ -14,11 +14,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqenv.diagnose import classify_mksquashfs
 from sqenv.errors import PackError
 from sqenv.launch import IMAGE_MARKER
-from sqenv.progress import PackProgress
-from sqenv.ui import UI, run
+from sqenv.tools.diagnose import classify_mksquashfs
+from sqenv.tools.progress import PackProgress
+from sqenv.tools.run import run
+from sqenv.ui import UI
 
 LEVELS = {"zstd": 3, "gzip": 6, "xz": None, "lz4": None}
 

@@ -24,13 +24,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from sqenv.build.base import BuildContext, BuildResult, Package
-from sqenv.build.pip import _uv
-from sqenv.diagnose import details as _details
-from sqenv.diagnose import network
+from sqenv.builders.base import BuildContext, BuildResult, Package
+from sqenv.builders.pip import _uv
 from sqenv.errors import BuildError, InputError, SqenvError
-from sqenv.launch import template
-from sqenv.spec.conda import (
+from sqenv.inputs.conda import (
     DEFAULT_ALIAS,
     channel_name,
     file_kind,
@@ -38,6 +35,9 @@ from sqenv.spec.conda import (
     lock_from_prefix,
     read_explicit,
 )
+from sqenv.launch import template
+from sqenv.tools.diagnose import details as _details
+from sqenv.tools.diagnose import network
 from sqenv.ui import VERBOSE
 
 ACTIVATE = ".sqenv/activate.sh"
@@ -126,11 +126,11 @@ def _explain(err: dict, ctx: BuildContext) -> SqenvError:
 
 def _worker(ctx: BuildContext, op: str, request: dict, what: str, *, inside: bool = False) -> dict:
     """Run one worker operation; `inside`: in the build namespace, where the environment is at the mount path."""
-    from sqenv.ui import run
+    from sqenv.tools.run import run
 
     req_path, resp_path = ctx.workdir / f"conda-{op}.json", ctx.workdir / f"conda-{op}.out.json"
     req_path.write_text(json.dumps({**request, "op": op}))
-    argv = [sys.executable, "-m", "sqenv.build.conda_worker", str(req_path), str(resp_path)]
+    argv = [sys.executable, "-m", "sqenv.builders.conda.worker", str(req_path), str(resp_path)]
     if inside:
         ctx.run(argv, what=what)
     else:
@@ -364,7 +364,7 @@ def refresh(ctx: BuildContext, result: BuildResult) -> BuildResult:
         write_activation(ctx)
         mark_externally_managed(ctx.staging)
     else:  # an update: the script may have added activation scripts
-        from sqenv.build.conda_update import refresh_mounted
+        from sqenv.builders.conda.update import refresh_mounted
 
         refresh_mounted(ctx)
     return result
@@ -372,6 +372,6 @@ def refresh(ctx: BuildContext, result: BuildResult) -> BuildResult:
 
 def update(ctx: BuildContext, change) -> BuildResult:
     """`sqenv update` of a conda environment (see `conda_update`)."""
-    from sqenv.build import conda_update
+    from sqenv.builders.conda import update as conda_update
 
     return conda_update.update(ctx, change)

@@ -16,7 +16,7 @@ PTH = (
 
 
 def install(site_packages: Path) -> None:
-    source = resources.files("sqenv.build").joinpath("site/_sqenv_site.py")
+    source = resources.files("sqenv.builders").joinpath("site/_sqenv_site.py")
     with resources.as_file(source) as path:
         shutil.copyfile(path, site_packages / "_sqenv_site.py")
     (site_packages / "_sqenv.pth").write_text(PTH)

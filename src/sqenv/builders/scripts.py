@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqenv.build.base import BuildContext, BuildResult
-from sqenv.diagnose import classify_script
+from sqenv.builders.base import BuildContext, BuildResult
 from sqenv.errors import BuildError, InputError
+from sqenv.tools.diagnose import classify_script
 
 
 def run(ctx: BuildContext, script: Path, result: BuildResult | None = None, *, phase: str = "post-install") -> None:

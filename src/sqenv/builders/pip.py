@@ -15,10 +15,10 @@ from pathlib import Path
 
 from uv import find_uv_bin
 
-from sqenv.build.base import BuildContext, BuildResult, Package
-from sqenv.diagnose import classify_uv
+from sqenv.builders.base import BuildContext, BuildResult, Package
 from sqenv.errors import InputError
-from sqenv.progress import UvProgress
+from sqenv.tools.diagnose import classify_uv
+from sqenv.tools.progress import UvProgress
 
 _PY_INFO = (
     "import json, os, sys, sysconfig; print(json.dumps({'version': '%d.%d.%d' % sys.version_info[:3],"
@@ -54,7 +54,7 @@ def find_python(requested: str | None) -> tuple[str, dict]:
 
 def _uv(ctx: BuildContext, argv: list[str], what: str, *, copy: bool = False) -> str:
     """Run uv in the build namespace: package sources from the spec, its progress read for the
-    display, a failure reported by its cause (`sqenv.diagnose`). `copy`: no hard links into uv's
+    display, a failure reported by its cause (`sqenv.tools.diagnose`). `copy`: no hard links into uv's
     cache (a post-install script may rewrite files in place; an update's target is an overlay)."""
     uv = find_uv_bin()
     env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
@@ -113,7 +113,7 @@ def _uv_over_layers(ctx: BuildContext, argv: list[str], what: str) -> str:
 
 
 def update(ctx: BuildContext, change) -> BuildResult:
-    """Apply an update (`sqenv.update.Change`) to the env at the mount path: removals, then installs.
+    """Apply an update (`sqenv.update.apply.Change`) to the env at the mount path: removals, then installs.
 
     `ctx.mounts` shows the current layers under a writable upper directory, so
     what uv writes or deletes there is exactly the update's new layer.

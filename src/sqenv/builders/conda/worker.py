@@ -1,6 +1,6 @@
 """The py-rattler calls of a conda build, run in a child process.
 
-    python -m sqenv.build.conda_worker REQUEST.json RESPONSE.json
+    python -m sqenv.builders.conda.worker REQUEST.json RESPONSE.json
 
 Why a child: py-rattler's tokio threads can crash the interpreter at exit
 (SIGSEGV, "PyGILState_Release") right after an async call; here the process
@@ -19,7 +19,7 @@ and Ctrl-C simply ends the child. The request names one operation:
 "Packages" are lock entries (`entry()`): everything needed to install a
 package again without solving. The response is `{"packages": [...], ...}` or
 `{"error": {"kind": ..., "message": ..., "details": ..., ...}}` for the
-parent (`sqenv.build.conda`) to turn into one clear message.
+parent (`sqenv.builders.conda.create`) to turn into one clear message.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ async def solve(req: dict) -> dict:
     gw = gateway(req)
     virtual = virtual_packages(req)
     try:
-        # Parsed here as in `sqenv.spec.conda` (conda's `name=1.0=build` form included).
+        # Parsed here as in `sqenv.inputs.conda` (conda's `name=1.0=build` form included).
         specs = [rattler.MatchSpec(spec) for spec in req["specs"]]
         locked = [record(e) for e in req.get("locked") or []]
         records = await rattler.solve(

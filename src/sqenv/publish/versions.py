@@ -175,7 +175,7 @@ def new_record(base: dict, change: str, **values: object) -> dict:
 
 
 def publish(install: Install, data: dict, record: dict, tmp: Path, image: Image, ui: UI, *, whole: bool) -> dict:
-    """Steps 1-5 of `sqenv.versions`: the new image becomes the version's top layer (`whole`: its only one)."""
+    """Steps 1-5 of `sqenv.publish.versions`: the new image becomes the version's top layer (`whole`: its only one)."""
     number = max(v["number"] for v in data["versions"]) + 1
     name = image_name(number, image.id)
     adopt(install, tmp)

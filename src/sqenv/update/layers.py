@@ -23,12 +23,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sqenv.builders.workdir import base_dir
 from sqenv.errors import InputError, PackError, PrefixError, ToolMissing
 from sqenv.launch import IMAGE_MARKER
 from sqenv.launch.helper import enter_binary
 from sqenv.publish.layout import Install
 from sqenv.publish.publisher import remove_tree
-from sqenv.workdir import base_dir
 
 
 def _alive(pid: int) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqenv.build.base import BuildContext, BuildResult, Package
+from sqenv.builders.base import BuildContext, BuildResult, Package
 from sqenv.errors import InputError
 
 __all__ = ["BuildContext", "BuildResult", "Package", "build"]
@@ -18,27 +18,27 @@ __all__ = ["BuildContext", "BuildResult", "Package", "build"]
 
 def build(ctx: BuildContext) -> BuildResult:
     """Run the pre-install script, the builder for the spec's kind, then the post-install script."""
-    from sqenv.build import postinstall
+    from sqenv.builders import scripts
 
     kind = ctx.spec.kind
     if kind == "pip":
-        from sqenv.build import pip as builder
+        from sqenv.builders import pip as builder
     elif kind == "conda":
-        from sqenv.build import conda as builder  # type: ignore[no-redef]
+        from sqenv.builders.conda import create as builder  # type: ignore[no-redef]
     else:
-        from sqenv.build import wrap as builder  # type: ignore[no-redef]
+        from sqenv.builders import container as builder  # type: ignore[no-redef]
     if ctx.spec.pre_install:
-        postinstall.run(ctx, ctx.spec.pre_install, phase="pre-install")
+        scripts.run(ctx, ctx.spec.pre_install, phase="pre-install")
     result = builder.build(ctx)
     if kind == "pip":
-        from sqenv.build import shims
-        from sqenv.build.pip import site_packages
+        from sqenv.builders import shims
+        from sqenv.builders.pip import site_packages
 
         found = site_packages(ctx.staging)
         if found is not None:
             shims.install(found)
     if ctx.spec.post_install:
-        postinstall.run(ctx, ctx.spec.post_install, result)
+        scripts.run(ctx, ctx.spec.post_install, result)
         result = builder.refresh(ctx, result)
     if ctx.spec.environ_file:
         add_environ(ctx.staging, ctx.spec.environ_file)

@@ -98,7 +98,7 @@ def workdir(requested: Path | None) -> Iterator[Path]:
 
 def log_file(what: str, keep: int = 20) -> Path:
     """A new log file for one run, in the user's cache; the oldest beyond `keep` are removed."""
-    from sqenv.launch.helper import cache_dir
+    from sqenv.config import cache_dir
 
     logs = cache_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ changed (new files, whiteouts for removed ones, opaque markers for replaced
 directories) and becomes the new top layer. Past `MAX_LAYERS` the merged tree
 is packed into one image instead, as it is when a layer below was packed
 with modes other users cannot read through overlayfs (`layers.unreadable`).
-Publishing follows `sqenv.versions`.
+Publishing follows `sqenv.publish.versions`.
 """
 
 from __future__ import annotations
@@ -26,20 +26,21 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sqenv import layers, versions, workdir
-from sqenv.build import BuildContext, BuildResult, postinstall
+from sqenv.builders import BuildContext, BuildResult, scripts, workdir
+from sqenv.config import cache_dir
 from sqenv.errors import BuildError, InputError, PackError, PrefixError, SqenvError, UsageError
+from sqenv.inputs import BuildSpec, PipInputs, check_packing
+from sqenv.inputs.index import IndexOptions
+from sqenv.inputs.index import resolve as resolve_index
 from sqenv.launch import IMAGE_MARKER, MOUNT_PATH
-from sqenv.launch.helper import cache_dir, enter_binary
+from sqenv.launch.helper import enter_binary
 from sqenv.pack import Image, pack
 from sqenv.pack.squashfs import LEVELS, sha256_of
 from sqenv.pipeline import check_tools
-from sqenv.publish import launchers
+from sqenv.publish import launchers, versions
 from sqenv.publish.layout import Install
-from sqenv.spec import BuildSpec, PipInputs, check_packing
-from sqenv.spec.index import IndexOptions
-from sqenv.spec.index import resolve as resolve_index
 from sqenv.ui import UI
+from sqenv.update import layers
 
 MAX_LAYERS = 4
 """The launcher holds one descriptor per layer and accepts at most four."""
@@ -84,9 +85,9 @@ class Options:
 
 def _builder(kind: str):
     if kind == "pip":
-        from sqenv.build import pip as builder
+        from sqenv.builders import pip as builder
     elif kind == "conda":
-        from sqenv.build import conda as builder  # type: ignore[no-redef]
+        from sqenv.builders.conda import create as builder  # type: ignore[no-redef]
     else:
         raise UsageError(
             f"`{kind}` installs cannot be updated",
@@ -275,7 +276,7 @@ def update(prefix: Path, change: Change, ui: UI, options: Options = Options()) -
         ctx = replace(ctx, mounts=(*ctx.mounts, "-u", str(ctx.staging), "-W", str(ctx.workdir / "overlay-work")))
         result: BuildResult = builder.update(ctx, change)
         if change.post_install:
-            postinstall.run(ctx, change.post_install, result)
+            scripts.run(ctx, change.post_install, result)
             result = builder.refresh(ctx, result)
         if not layers.changed(ctx.staging, lowers):
             ui.info(f"Nothing changed: {install.prefix} stays at version {base['number']}")

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from sqenv.errors import BuildError, SqenvError
+from sqenv.inputs import BuildSpec
 from sqenv.launch import MOUNT_PATH
-from sqenv.spec import BuildSpec
-from sqenv.ui import UI, run
+from sqenv.tools.run import run
+from sqenv.ui import UI
 
 
 @dataclass(frozen=True)

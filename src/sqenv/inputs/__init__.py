@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from sqenv.errors import UsageError
-from sqenv.spec.index import IndexOptions
+from sqenv.inputs.index import IndexOptions
 
 Kind = Literal["pip", "conda", "wrap"]
 COMPRESSIONS = ("zstd", "gzip", "xz", "lz4")

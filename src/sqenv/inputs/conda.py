@@ -5,7 +5,7 @@ input fails at once with the file, line and column named: YAML syntax, the
 shape of the file, match specs (rattler's own parser), `variables` names,
 `pip:` lines and the `-r` files they include, the platform of an explicit file.
 What only the channels can tell (a package that does not exist, a set that
-cannot be solved) is reported by the builder (`sqenv.build.conda`).
+cannot be solved) is reported by the builder (`sqenv.builders.conda.create`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import yaml
 
 from sqenv.errors import InputError, PrefixError, UsageError
-from sqenv.spec import BuildSpec, CondaInputs, PipInputs
-from sqenv.spec.requirements import check_file, check_spec, read_input
+from sqenv.inputs import BuildSpec, CondaInputs, PipInputs
+from sqenv.inputs.requirements import check_file, check_spec, read_input
 
 DEFAULT_ALIAS = "https://conda.anaconda.org"
 DEFAULT_CHANNELS = ("conda-forge",)
@@ -39,7 +39,7 @@ def host_platform() -> str:
 
 def pkgs_dir(requested: Path | None) -> Path:
     """The package cache: --pkgs-dir > SQENV_PKGS_DIR > ~/.cache/sqenv/pkgs (SQENV_CACHE_DIR moves it)."""
-    from sqenv.launch.helper import cache_dir
+    from sqenv.config import cache_dir
 
     chosen = requested or os.environ.get("SQENV_PKGS_DIR")
     return Path(chosen).expanduser().absolute() if chosen else cache_dir() / "pkgs"

@@ -34,7 +34,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqenv.build.base import BuildContext, BuildResult, Package
+from sqenv.builders.base import BuildContext, BuildResult, Package
 from sqenv.errors import InputError
 
 _SCRIPT = '#!/bin/sh\n# sqenv wrap: runs {rel} of the wrapped tree by its own path.\nexec "${{0%/*}}/../{rel}" "$@"\n'

@@ -25,13 +25,13 @@ from pathlib import Path
 
 from sqenv import __version__
 from sqenv.errors import BuildError, InputError, ToolMissing
+from sqenv.inputs import BuildSpec, WrapInputs
 from sqenv.pack.squashfs import sha256_of
 from sqenv.publish import activation, launchers, metadata
 from sqenv.publish.layout import Install
 from sqenv.publish.modes import adopt, file_mode
 from sqenv.publish.parents import parent_dirs
 from sqenv.publish.publisher import Publisher
-from sqenv.spec import BuildSpec, WrapInputs
 from sqenv.ui import UI
 
 CONTAINER = "container.sif"

@@ -1,7 +1,7 @@
 """`sqenv update` of conda environments.
 
 The update runs with the current layers mounted under a writable upper
-directory (`sqenv.update`): the solve starts from the installed set (the
+directory (`sqenv.update.apply`): the solve starts from the installed set (the
 lock), and rattler, run inside the build namespace against the mount path
 itself, links and unlinks only the difference (removed files become
 whiteouts in the new layer).
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sqenv.build import _SOURCE
-from sqenv.build.base import BuildContext, BuildResult
-from sqenv.build.conda import (
+from sqenv.builders import _SOURCE
+from sqenv.builders.base import BuildContext, BuildResult
+from sqenv.builders.conda.create import (
     ACTIVATE,
     EXTERNALLY_MANAGED,
     _activation,
@@ -35,10 +35,10 @@ from sqenv.build.conda import (
     _state,
     _worker,
 )
-from sqenv.build.pip import _uv_over_layers
+from sqenv.builders.pip import _uv_over_layers
 from sqenv.errors import InputError, PrefixError, UsageError
-from sqenv.spec import CondaInputs
-from sqenv.spec.conda import (
+from sqenv.inputs import CondaInputs
+from sqenv.inputs.conda import (
     DEFAULT_ALIAS,
     EnvironmentFile,
     channel_url,
@@ -49,7 +49,7 @@ from sqenv.spec.conda import (
 )
 
 # `sqenv update` runs with the current layers mounted under a writable upper
-# directory (`sqenv.update`): the solve starts from the installed set, and
+# directory (`sqenv.update.apply`): the solve starts from the installed set, and
 # rattler, run inside the build namespace against the mount path itself,
 # links and unlinks only the difference (removed files become whiteouts).
 
