@@ -248,6 +248,21 @@ def engine_choice(prefix: Path | None = None, env: Mapping[str, str] | None = No
     return EngineChoice(engine, why, tuple(problems))
 
 
+def _hpc_checks(prefix: Path) -> int:
+    """The install's MPI on this node (host library found, ABI family matching); the number of failures."""
+    from sqenv.publish import hpc, metadata
+
+    version = metadata.current(metadata.load(prefix / "sqenv.json"))
+    found = hpc.summary(prefix, version)
+    failures = hpc.problems(prefix, version)
+    for what, fix in failures:
+        print(f"FAIL  mpi: {what}")
+        print(f"      fix: {fix}")
+    if found["mpi"] and not failures:
+        print(f"ok    mpi: {hpc.mpi.describe(found['mpi'])}")
+    return len(failures)
+
+
 def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     p = sub.add_parser(
         "doctor",
@@ -296,6 +311,7 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
             print(f"      fix: {problem.fix}")
         if not image_failures:
             print("ok    images: present, checksums match")
+        failed += _hpc_checks(prefix)
     if failed:
         print(f"\n{failed} problem(s) found.")
         return 1

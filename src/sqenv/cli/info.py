@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sqenv.errors import PrefixError
-from sqenv.publish import metadata
+from sqenv.publish import hpc, metadata
 from sqenv.publish.integrity import image_problems
 from sqenv.publish.layout import Install
 from sqenv.ui import UI
@@ -50,6 +50,7 @@ def summary(install: Install) -> dict:
         "files_on_disk": files_on_disk(install.prefix),
         "programs": version["programs"],
         "packages": version["packages"],
+        **hpc.summary(install.prefix, version),  # MPI loaded at run time, target CPU
     }
 
 
@@ -79,6 +80,8 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
     )
     out.print(f"  files          {info['files_inside']:,} inside the image, {info['files_on_disk']:,} on disk")
     out.print(f"  programs       {len(info['programs'])} in {info['prefix']}/bin")
+    for label, text in hpc.lines(info):
+        out.print(f"  {label:<14} {text}")
     if args.verify:
         out.print("  checksums      ok")
     table = Table(box=None, pad_edge=False)
