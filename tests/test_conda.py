@@ -514,7 +514,7 @@ def test_environment_file_parsing(tmp_path: Path) -> None:
 
 def test_externally_managed_marker(tmp_path: Path) -> None:
     """No conda Python is reachable here: the marker's placement, checked on a tree shaped like one."""
-    from sqenv.builders.conda.create import mark_externally_managed
+    from sqenv.builders.conda.activation import mark_externally_managed
 
     stdlib = tmp_path / "lib" / "python3.12"
     stdlib.mkdir(parents=True)

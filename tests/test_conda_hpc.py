@@ -187,3 +187,14 @@ def test_launch_on_a_cpu_without_the_targets_instructions(hpc_root: Path, user: 
     generic = hpc_root / "envs" / "cpu-x86_64"
     if generic.exists():  # the generic build runs on that CPU
         assert ok(inside(generic, user, "echo ran", env={"SQENV_TEST_CPU_FEATURES": V2_ONLY})).stdout == "ran\n"
+
+
+def test_update_keeps_mpi_host_and_the_target(hpc_root: Path, user: User) -> None:
+    """An update solves as the create did: mpi4py added later still gets the external mpich."""
+    prefix, proc = create(hpc_root, user, "mpi-update", "sqfast", "--mpi", "host", "--target-cpu", "x86_64")
+    ok(proc)
+    ok(sqenv("update", prefix, "mpi4py", user=user, env={"SQENV_PKGS_DIR": str(hpc_root / "pkgs")}))
+    got = builds(prefix)
+    assert got["mpich"] == "external_0" and got["sqfast"] == "generic_0"
+    assert lock(prefix)["target_cpu"] == "x86_64"
+    assert ok(inside(prefix, user, f"find {MOUNT} -name 'libmpi*'")).stdout == ""

@@ -3,40 +3,28 @@
 Every builder works inside a private namespace where the staging directory is
 mounted read-write at `MOUNT_PATH`, so shebangs, `RECORD` files and conda
 prefix placeholders name the path the image will have at run time.
-One module per way of building: `pip` (uv), `conda` (py-rattler), `wrap`.
+One module per way of building (`base.BUILDERS`): `pip` (uv), `conda` (py-rattler), `container`
+(an existing tree); `sif` wraps an Apptainer image the same way.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqenv.builders.base import BuildContext, BuildResult, Package
+from sqenv.builders.base import BuildContext, Builder, BuildResult, Package, builder_for
 from sqenv.errors import InputError
 
-__all__ = ["BuildContext", "BuildResult", "Package", "build"]
+__all__ = ["BuildContext", "BuildResult", "Builder", "Package", "build", "builder_for"]
 
 
 def build(ctx: BuildContext) -> BuildResult:
     """Run the pre-install script, the builder for the spec's kind, then the post-install script."""
     from sqenv.builders import scripts
 
-    kind = ctx.spec.kind
-    if kind == "pip":
-        from sqenv.builders import pip as builder
-    elif kind == "conda":
-        from sqenv.builders.conda import create as builder  # type: ignore[no-redef]
-    else:
-        from sqenv.builders import container as builder  # type: ignore[no-redef]
+    builder = builder_for(ctx.spec.kind)
     if ctx.spec.pre_install:
         scripts.run(ctx, ctx.spec.pre_install, phase="pre-install")
     result = builder.build(ctx)
-    if kind == "pip":
-        from sqenv.builders import shims
-        from sqenv.builders.pip import site_packages
-
-        found = site_packages(ctx.staging)
-        if found is not None:
-            shims.install(found)
     if ctx.spec.post_install:
         scripts.run(ctx, ctx.spec.post_install, result)
         result = builder.refresh(ctx, result)
@@ -48,7 +36,7 @@ def build(ctx: BuildContext) -> BuildResult:
 
 ENVIRON = ".sqenv/environ.sh"
 _ACTIVATE = ".sqenv/activate.sh"
-_SOURCE = '. "${0%/*}/environ.sh"  # the user\'s --environ file\n'
+ENVIRON_SOURCE = '. "${0%/*}/environ.sh"  # the user\'s --environ file\n'
 
 
 def add_environ(staging: Path, environ: Path) -> None:
@@ -67,10 +55,10 @@ def add_environ(staging: Path, environ: Path) -> None:
     if activate.is_file():
         body = activate.read_text()
         head, sep, tail = body.rpartition('exec "$@"')
-        activate.write_text(head + _SOURCE + sep + tail if sep else body + _SOURCE + 'exec "$@"\n')
+        activate.write_text(head + ENVIRON_SOURCE + sep + tail if sep else body + ENVIRON_SOURCE + 'exec "$@"\n')
     else:
         activate.write_text(
-            "# shellcheck shell=sh\n# sqenv: run PROG after the user's environ file.\n" + _SOURCE + 'exec "$@"\n'
+            "# shellcheck shell=sh\n# sqenv: run PROG after the user's environ file.\n" + ENVIRON_SOURCE + 'exec "$@"\n'
         )
     for path in (staging / ENVIRON, activate):
         path.chmod(0o644)

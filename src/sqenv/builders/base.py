@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from sqenv.errors import BuildError, SqenvError
 from sqenv.inputs import BuildSpec
@@ -48,6 +49,9 @@ class BuildContext:
     enter: Path
     ui: UI
     cwd: Path
+    mode: Literal["create", "update"] = "create"
+    """create: the staging directory is the whole environment; update: `mounts` shows the install's
+    layers under a writable upper directory (the staging directory), which becomes the new layer."""
     mounts: tuple[str, ...] = ()
     """sqenv-enter options that make the environment appear at MOUNT_PATH.
 
@@ -84,3 +88,25 @@ class BuildContext:
     @property
     def mount_path(self) -> str:
         return MOUNT_PATH
+
+
+class Builder(Protocol):
+    """One way of filling an environment (a module: `pip`, `conda.create`, `container`).
+
+    `build` fills `ctx.staging` (mode "create"); `update` applies a change
+    (`sqenv.update.apply.Change`) to the mounted layers (mode "update");
+    `refresh` re-reads what is installed after a user's script, in either mode."""
+
+    def build(self, ctx: BuildContext) -> BuildResult: ...
+
+    def refresh(self, ctx: BuildContext, result: BuildResult) -> BuildResult: ...
+
+    def update(self, ctx: BuildContext, change: Any) -> BuildResult: ...
+
+
+BUILDERS = {"pip": "sqenv.builders.pip", "conda": "sqenv.builders.conda.builder", "wrap": "sqenv.builders.container"}
+"""The builder of each install kind (`BuildSpec.kind`, `sqenv.json`'s `kind`), imported when used."""
+
+
+def builder_for(kind: str) -> Builder:
+    return importlib.import_module(BUILDERS[kind])  # type: ignore[return-value]

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sqenv.builders.base import BuildContext, BuildResult, Package
-from sqenv.errors import InputError
+from sqenv.errors import InputError, UsageError
 
 _SCRIPT = '#!/bin/sh\n# sqenv wrap: runs {rel} of the wrapped tree by its own path.\nexec "${{0%/*}}/../{rel}" "$@"\n'
 
@@ -287,3 +287,9 @@ def python_info(root: Path) -> dict | None:
 
 
 # ------------------------------------------------------------------ after publishing
+
+
+def update(ctx: BuildContext, change: object) -> BuildResult:
+    """A wrapped tree is packed as it is: there is nothing to change in place."""
+    raise UsageError("`wrap` installs cannot be updated",
+                     "wrap the changed tree again with `sqenv wrap SOURCE --prefix PREFIX --force`")  # fmt: skip

@@ -13,12 +13,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from uv import find_uv_bin
-
+from sqenv.builders import shims
 from sqenv.builders.base import BuildContext, BuildResult, Package
+from sqenv.builders.uv import uv
 from sqenv.errors import InputError
-from sqenv.tools.diagnose import classify_uv
-from sqenv.tools.progress import UvProgress
 
 _PY_INFO = (
     "import json, os, sys, sysconfig; print(json.dumps({'version': '%d.%d.%d' % sys.version_info[:3],"
@@ -52,25 +50,6 @@ def find_python(requested: str | None) -> tuple[str, dict]:
     return path, info
 
 
-def _uv(ctx: BuildContext, argv: list[str], what: str, *, copy: bool = False) -> str:
-    """Run uv in the build namespace: package sources from the spec, its progress read for the
-    display, a failure reported by its cause (`sqenv.tools.diagnose`). `copy`: no hard links into uv's
-    cache (a post-install script may rewrite files in place; an update's target is an overlay)."""
-    uv = find_uv_bin()
-    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
-    if copy or ctx.spec.post_install:
-        env["UV_LINK_MODE"] = "copy"
-    progress = None
-    if argv[0] == "venv":  # --seed fetches pip from the index
-        argv = [*argv, *ctx.spec.index.uv_args(uv)]
-    elif argv[:2] == ["pip", "install"]:
-        # -v: uv names each package as it resolves and fetches it (counts for the display, details for the log)
-        argv = [*argv[:2], "-v", *ctx.spec.index.uv_args(uv), *argv[2:]]
-        progress = UvProgress()
-    return ctx.run([uv, *argv], what=what, env=env, progress=progress,
-                   classify=lambda output, code: classify_uv(output, code, "uv"))  # fmt: skip
-
-
 def build(ctx: BuildContext) -> BuildResult:
     spec = ctx.spec.pip
     python, info = find_python(spec.python)
@@ -80,7 +59,7 @@ def build(ctx: BuildContext) -> BuildResult:
     if spec.system_site_packages:
         venv.insert(1, "--system-site-packages")
     with ctx.ui.phase(f"Creating a venv on Python {info['version']} ({python})"):
-        _uv(ctx, venv, "creating the venv")
+        uv(ctx, venv, "creating the venv")
         if offline:  # no index to fetch pip from: the base Python's own copy
             ctx.run([f"{mount}/bin/python", "-m", "ensurepip", "--default-pip"], what="seeding pip (ensurepip)")
     install = ["pip", "install", "--python", f"{mount}/bin/python", "--compile-bytecode"]
@@ -89,7 +68,10 @@ def build(ctx: BuildContext) -> BuildResult:
     install += list(spec.packages)
     if spec.requirement_files or spec.packages:
         with ctx.ui.phase("Resolving, downloading and installing packages"):
-            _uv(ctx, install, "installing packages")
+            uv(ctx, install, "installing packages")
+    found = site_packages(ctx.staging)
+    if found is not None:
+        shims.install(found)
     return refresh(ctx, BuildResult(packages=[], python=info))
 
 
@@ -107,11 +89,6 @@ def site_packages(staging: Path) -> Path | None:
     return found[0] if found else None
 
 
-def _uv_over_layers(ctx: BuildContext, argv: list[str], what: str) -> str:
-    """uv against the mounted layers: copies, since the target is an overlay (no hard links to the cache)."""
-    return _uv(ctx, argv, what, copy=True)
-
-
 def update(ctx: BuildContext, change) -> BuildResult:
     """Apply an update (`sqenv.update.apply.Change`) to the env at the mount path: removals, then installs.
 
@@ -124,12 +101,12 @@ def update(ctx: BuildContext, change) -> BuildResult:
     python = f"{ctx.mount_path}/bin/python"
     if change.remove:
         with ctx.ui.phase("Removing " + ", ".join(change.remove)):
-            _uv_over_layers(ctx, ["pip", "uninstall", "--python", python, *change.remove], "removing packages")
+            uv(ctx, ["pip", "uninstall", "--python", python, *change.remove], "removing packages")
     if change.requirement_files or change.packages:
         install = ["pip", "install", "--python", python, "--compile-bytecode"]
         for path in change.requirement_files:
             install += ["-r", str(path)]
         install += list(change.packages)
         with ctx.ui.phase("Resolving, downloading and installing packages"):
-            _uv_over_layers(ctx, install, "installing packages")
+            uv(ctx, install, "installing packages")
     return refresh(ctx, BuildResult(packages=[], python=change.base.get("python")))

@@ -25,6 +25,8 @@ from sqenv.publish.modes import adopt
 
 SHELLS = ("activate", "activate.csh", "activate.fish")
 _TEMPLATES = {"activate": "activate.sh", "activate.csh": "activate.csh", "activate.fish": "activate.fish"}
+SCRIPTS = tuple(_TEMPLATES)
+"""The names of the activation scripts in `PREFIX/bin` (regular files beside the launcher symlinks)."""
 
 
 def variables(prefix: Path, kind: str) -> list[tuple[str, str | None]]:

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 
 from sqenv.errors import PrefixError
+from sqenv.publish.activation import SCRIPTS as ACTIVATION_SCRIPTS
 from sqenv.publish.lock import prefix_lock
 from sqenv.publish.modes import file_mode, fix_dir
 
@@ -93,10 +94,7 @@ def foreign_entries(prefix: Path) -> list[str]:
 
     An install is recognised by its `sqenv.json` and `launcher` as sqenv
     writes them; besides those it may hold only sqenv-enter, images,
-    container.sif, `bin/` of symlinks to ../launcher and the activate
-    scripts, and sqenv's temp files."""
-    from sqenv.publish.activation import SHELLS
-
+    container.sif, `bin/` of symlinks to ../launcher and the activation scripts, and sqenv's temp files."""
     names = sorted(os.listdir(prefix))
     if not names:
         return []
@@ -113,16 +111,18 @@ def foreign_entries(prefix: Path) -> list[str]:
         ):
             continue
         if name == "bin" and stat.S_ISDIR(st.st_mode):
-            strays = [
-                e
-                for e in os.listdir(path)
-                if not (path / e).is_symlink() or os.readlink(path / e) != "../launcher"
-                if not (e in SHELLS and stat.S_ISREG(os.lstat(path / e).st_mode))
-            ]
+            strays = [e for e in os.listdir(path) if not _sqenv_bin_entry(path / e)]
             foreign += [f"bin/{e}" for e in sorted(strays)]
             continue
         foreign.append(name)
     return foreign
+
+
+def _sqenv_bin_entry(path: Path) -> bool:
+    """A launcher symlink, or one of the activation scripts sqenv writes beside them (regular files)."""
+    if path.is_symlink():
+        return os.readlink(path) == "../launcher"
+    return path.name in ACTIVATION_SCRIPTS and stat.S_ISREG(os.lstat(path).st_mode)
 
 
 def _listing(names: list[str], limit: int = 4) -> str:

@@ -23,13 +23,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 from packaging.utils import canonicalize_name
 
 from sqenv.builders import BuildContext, BuildResult, scripts, workdir
+from sqenv.builders.base import builder_for
 from sqenv.config import cache_dir
-from sqenv.errors import BuildError, InputError, PackError, PrefixError, SqenvError, UsageError
-from sqenv.inputs import BuildSpec, PipInputs, check_packing
+from sqenv.errors import BuildError, InputError, PackError, PrefixError, SqenvError
+from sqenv.inputs import BuildSpec, Kind, check_packing
 from sqenv.inputs.index import IndexOptions
 from sqenv.inputs.index import resolve as resolve_index
 from sqenv.launch import IMAGE_MARKER, MOUNT_PATH
@@ -81,23 +83,6 @@ class Options:
 
     def __post_init__(self) -> None:
         check_packing(self.compression, self.compression_level, self.jobs)  # before any work
-
-
-def _builder(kind: str):
-    if kind == "pip":
-        from sqenv.builders import pip as builder
-    elif kind == "conda":
-        from sqenv.builders.conda import create as builder  # type: ignore[no-redef]
-    else:
-        raise UsageError(
-            f"`{kind}` installs cannot be updated",
-            "wrap the changed tree again with `sqenv wrap SOURCE --prefix PREFIX --force`",
-        )
-    if not hasattr(builder, "update"):
-        raise UsageError(
-            f"updating {kind} environments is not supported yet", "rebuild it with `sqenv create --force PREFIX ...`"
-        )
-    return builder
 
 
 def ensure_enter(install: Install, enter: Path) -> None:
@@ -166,15 +151,18 @@ def pack_merged(ctx: BuildContext, output: Path) -> Image:
 
 
 def _context(install: Install, kind: str, work: Path, ui: UI, change: Change, options: Options) -> BuildContext:
-    python = (change.base.get("python") or {}).get("executable")
-    pip = PipInputs(requirement_files=change.requirement_files, packages=change.packages, python=python)
+    """The builder's context in update mode: what to install comes from `change`, not from the spec."""
     from sqenv.config import load_config
 
     index = resolve_index(change.index, load_config(), ui, (change.base.get("inputs") or {}).get("index"))
-    spec = BuildSpec(prefix=install.prefix, kind=kind, pip=pip, post_install=change.post_install,  # type: ignore[arg-type]
+    spec = BuildSpec(prefix=install.prefix, kind=cast(Kind, kind), post_install=change.post_install,
                      compression=options.compression, compression_level=options.compression_level,
-                     jobs=options.jobs, build_dir=options.build_dir, index=index)  # fmt: skip
-    return BuildContext(spec=spec, staging=work / "upper", workdir=work, enter=enter_binary(), ui=ui, cwd=Path.cwd())
+                     jobs=options.jobs, build_dir=options.build_dir, index=index,
+                     # solved as at create: external MPI builds (`--mpi host`), the target CPU
+                     mpi=(change.base.get("inputs") or {}).get("mpi"),
+                     target_cpu=(change.base.get("inputs") or {}).get("target_cpu"))  # fmt: skip
+    return BuildContext(spec=spec, staging=work / "upper", workdir=work, enter=enter_binary(), ui=ui, cwd=Path.cwd(),
+                        mode="update")  # fmt: skip
 
 
 def _readable(install: Install, base: dict) -> bool:
@@ -267,7 +255,7 @@ def update(prefix: Path, change: Change, ui: UI, options: Options = Options()) -
         base = versions.by_number(data, data["current"])
         change = replace(change, base=base)
         _check_removals(change, base, install.prefix)
-        builder = _builder(data["kind"])
+        builder = builder_for(data["kind"])  # a wrapped tree's refuses the update
         if options.keep is not None:
             data["keep"] = options.keep
         lowers = ctx.mounts[1::2]

@@ -18,16 +18,19 @@ for again, starting from the installed packages.
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from sqenv.builders.base import BuildContext, BuildResult, Package
 from sqenv.builders.conda import mpi as conda_mpi
+from sqenv.builders.conda.activation import (
+    mark_externally_managed,
+    refresh_mounted,
+    write_activation,
+)
 from sqenv.builders.conda.target import target_record
-from sqenv.builders.pip import _uv
+from sqenv.builders.uv import uv
 from sqenv.errors import BuildError, InputError, SqenvError
 from sqenv.inputs.conda import (
     DEFAULT_ALIAS,
@@ -37,12 +40,9 @@ from sqenv.inputs.conda import (
     lock_from_prefix,
     read_explicit,
 )
-from sqenv.launch import template
 from sqenv.tools.diagnose import details as _details
 from sqenv.tools.diagnose import network
 from sqenv.ui import VERBOSE
-
-ACTIVATE = ".sqenv/activate.sh"
 
 _PIP_LIST = (
     "import json, importlib.metadata as m; print(json.dumps(sorted("
@@ -50,18 +50,9 @@ _PIP_LIST = (
     "(d.read_text('INSTALLER') or '').strip() in ('uv', 'pip'))))"
 )
 
-EXTERNALLY_MANAGED = """\
-[externally-managed]
-Error=This Python belongs to a sqenv environment: it lives in a read-only image,
- so pip cannot change it here. From outside the environment, add or remove
- packages with `sqenv update PREFIX PKG...` (or `-r requirements.txt`), or
- rebuild it with `sqenv create --force`. For packages of your own on top,
- make a venv: `python -m venv --system-site-packages DIR`.
-"""
-
 
 # ------------------------------------------------------------ the worker
-def _explain(err: dict, ctx: BuildContext) -> SqenvError:
+def explain(err: dict, ctx: BuildContext) -> SqenvError:
     """One clear message for each failure the worker reports."""
     kind, message, details = err.get("kind"), err.get("message", "conda step failed"), err.get("details")
     if kind == "mpi-external":
@@ -128,7 +119,7 @@ def _explain(err: dict, ctx: BuildContext) -> SqenvError:
     return BuildError(f"conda step failed: {message}", "rerun with `-v` to see rattler's own output", shown)
 
 
-def _worker(ctx: BuildContext, op: str, request: dict, what: str, *, inside: bool = False) -> dict:
+def call_worker(ctx: BuildContext, op: str, request: dict, what: str, *, inside: bool = False) -> dict:
     """Run one worker operation; `inside`: in the build namespace, where the environment is at the mount path."""
     from sqenv.tools.run import run
 
@@ -141,11 +132,11 @@ def _worker(ctx: BuildContext, op: str, request: dict, what: str, *, inside: boo
         run(ctx.ui, argv, log=ctx.log, error=BuildError, what=what, cwd=ctx.cwd)
     data = json.loads(resp_path.read_text())
     if "error" in data:
-        raise _explain(data["error"], ctx)
+        raise explain(data["error"], ctx)
     return data
 
 
-def _common(ctx: BuildContext) -> dict:
+def common(ctx: BuildContext) -> dict:
     conda = ctx.spec.conda
     pkgs = Path(conda.cache_dir or Path.home() / ".cache" / "sqenv" / "pkgs")
     try:
@@ -163,7 +154,7 @@ def _common(ctx: BuildContext) -> dict:
 
 
 # ------------------------------------------------------------ the packages
-def _locked(ctx: BuildContext) -> tuple[list[dict], list[str], list[str]]:
+def locked_packages(ctx: BuildContext) -> tuple[list[dict], list[str], list[str]]:
     """(lock entries, pip pins, channels) of `--from PREFIX_OR_FILE` or an explicit file."""
     conda = ctx.spec.conda
     source = conda.lock_from or conda.explicit_file
@@ -175,43 +166,43 @@ def _locked(ctx: BuildContext) -> tuple[list[dict], list[str], list[str]]:
     with ctx.ui.phase(f"Reading {source.name}"):
         if conda.explicit_file or file_kind(source) == "explicit":
             pairs = read_explicit(source, host_platform())
-            found = _worker(ctx, "explicit", {**_common(ctx), "packages": [{"url": u, "hash": h} for u, h in pairs]},
+            found = call_worker(ctx, "explicit", {**common(ctx), "packages": [{"url": u, "hash": h} for u, h in pairs]},
                             f"reading `{source}`")  # fmt: skip
             pins: list[str] = []
             channels = list(dict.fromkeys(e["channel"] for e in found["packages"]))
         else:
-            found = _worker(ctx, "lockfile", {**_common(ctx), "path": str(source)}, f"reading `{source}`")
+            found = call_worker(ctx, "lockfile", {**common(ctx), "path": str(source)}, f"reading `{source}`")
             pins, channels = found.get("pip", []), found.get("channels", [])
     return found["packages"], list(conda.pip_requirements) + pins, channels
 
 
-def _solve(ctx: BuildContext, specs: list[str], channels: list[str], locked: list[dict] | None = None,
-           virtual: list[str] | None = None) -> list[dict]:  # fmt: skip
+def solve(ctx: BuildContext, specs: list[str], channels: list[str], locked: list[dict] | None = None,
+          virtual: list[str] | None = None) -> list[dict]:  # fmt: skip
     """Solve `specs`; `locked` (the installed packages of an update) are kept where the specs allow.
     `virtual` gets the virtual packages solved for; `--mpi host` pins external MPI builds,
     `--target-cpu` sets `__archspec` (see `conda.mpi`, `inputs.cpu`)."""
-    request = {**_common(ctx), "channels": channels, "specs": specs, "locked": locked or [],
+    request = {**common(ctx), "channels": channels, "specs": specs, "locked": locked or [],
                "mpi": ctx.spec.mpi, "archspec": ctx.spec.target_cpu}  # fmt: skip
     names = ", ".join(channel_name(c, ctx.spec.conda.channel_alias or DEFAULT_ALIAS) for c in channels)
     start = " from the installed packages" if locked else ""
     with ctx.ui.phase(f"Solving {len(specs)} specs{start} with {names}"):
-        found = _worker(ctx, "solve", request, "solving")
+        found = call_worker(ctx, "solve", request, "solving")
     ctx.ui.detail("virtual packages: " + " ".join(found.get("virtual_packages", [])))
     if virtual is not None:
         virtual += found.get("virtual_packages", [])
     return found["packages"]
 
 
-def _install(ctx: BuildContext, packages: list[dict]) -> None:
+def install(ctx: BuildContext, packages: list[dict]) -> None:
     # Hard links into the package cache only when nothing will edit the files in place.
-    request = {**_common(ctx), "packages": packages, "staging": str(ctx.staging), "mount": ctx.mount_path,
+    request = {**common(ctx), "packages": packages, "staging": str(ctx.staging), "mount": ctx.mount_path,
                "hardlinks": ctx.spec.post_install is None}  # fmt: skip
     with ctx.ui.phase(f"Installing {len(packages)} conda packages"):
-        _worker(ctx, "install", request, "installing the conda packages")
-    _clean_meta(ctx.staging)
+        call_worker(ctx, "install", request, "installing the conda packages")
+    clean_meta(ctx.staging)
 
 
-def _clean_meta(staging: Path) -> None:
+def clean_meta(staging: Path) -> None:
     """No host paths of the package cache in the environment's records, no cache marker at its top."""
     (staging / "CACHEDIR.TAG").unlink(missing_ok=True)
     for meta in (staging / "conda-meta").glob("*.json"):
@@ -245,77 +236,21 @@ def _pip(ctx: BuildContext, lines: list[str], files: list[Path]) -> None:
     with ctx.ui.phase("Installing the pip packages into the conda Python"):
         if env_file is not None:  # relative paths in the `pip:` section are relative to the yml
             ctx = replace(ctx, cwd=env_file.parent)
-        _uv(ctx, argv, "installing the pip packages")
+        uv(ctx, argv, "installing the pip packages")
 
 
-def _pip_packages(ctx: BuildContext) -> list[Package]:
+def pip_packages(ctx: BuildContext) -> list[Package]:
     out = ctx.run([f"{ctx.mount_path}/bin/python", "-c", _PIP_LIST], what="listing the pip packages")
     return [Package(name=n, version=v, manager="pip") for n, v in json.loads(out.strip().splitlines()[-1])]
 
 
-# ------------------------------------------------------------ activation
-def _sh_ok(script: Path) -> bool:
-    return subprocess.run(["/bin/sh", "-n", str(script)], capture_output=True).returncode == 0
-
-
-def _activation(ctx: BuildContext, env_vars: dict[str, str | None], scripts: dict[str, bool], own: dict) -> str:
-    """The body of `.sqenv/activate.sh`: `env_vars.d` files (name -> text), `activate.d` scripts (name -> valid sh)."""
-    variables: dict[str, str] = {}
-    for name, text in sorted(env_vars.items()):
-        try:
-            variables.update({str(k): str(v) for k, v in json.loads(text or "").items()})
-        except (ValueError, AttributeError):
-            ctx.ui.warn(f"ignoring etc/conda/env_vars.d/{name}: not a JSON object of variables")
-    variables.update(own)
-    for name, valid in sorted(scripts.items()):
-        if not valid:
-            ctx.ui.warn(f"skipping activation script {name}: it is not valid POSIX sh")
-    body = template("activate.sh")
-    # Values are literal, as conda sets them (no `$VAR` expansion); the scripts are the packages'.
-    exports = "".join(f"# shellcheck disable=SC2016\nexport {k}={shlex.quote(v)}\n" for k, v in variables.items())
-    sources = "".join(
-        f'# shellcheck source=/dev/null\n. "$CONDA_PREFIX"/etc/conda/activate.d/{shlex.quote(s)}\n'
-        for s, valid in sorted(scripts.items())
-        if valid
-    )
-    return body.replace("# @VARIABLES@\n", exports or ":\n").replace("# @SCRIPTS@\n", sources or ":\n")
-
-
-def write_activation(ctx: BuildContext) -> None:
-    """`.sqenv/activate.sh` (and conda's own `conda-meta/state` for the yml's variables)."""
-    staging = ctx.staging
-    env_vars = {
-        p.name: p.read_text(errors="replace") for p in (staging / "etc" / "conda" / "env_vars.d").glob("*.json")
-    }
-    scripts = {p.name: _sh_ok(p) for p in (staging / "etc" / "conda" / "activate.d").glob("*.sh")}
-    own = dict(ctx.spec.conda.variables)
-    target = staging / ACTIVATE
-    target.parent.mkdir(exist_ok=True)
-    target.write_text(_activation(ctx, env_vars, scripts, own))
-    target.chmod(0o644)
-    if own and (staging / "conda-meta").is_dir():
-        (staging / "conda-meta" / "state").write_text(_state(own))
-
-
-def _state(variables: dict[str, str]) -> str:
-    return json.dumps({"env_vars": variables}, indent=1) + "\n"
-
-
-def mark_externally_managed(staging: Path) -> None:
-    """PEP 668 marker in the conda Python's stdlib directory (a conda Python is not a venv)."""
-    for os_py in staging.glob("lib/python3*/os.py"):
-        marker = os_py.parent / "EXTERNALLY-MANAGED"
-        if not marker.exists():
-            marker.write_text(EXTERNALLY_MANAGED)
-
-
 # ------------------------------------------------------------ builder interface
-def _package(e: dict, alias: str) -> Package:
+def package(e: dict, alias: str) -> Package:
     return Package(name=e["name"], version=e["version"], manager="conda", build=e["build"],
                    channel=channel_name(e["channel"], alias), url=e["url"], sha256=e.get("sha256"))  # fmt: skip
 
 
-def _python_info(packages: list[dict], mount: str) -> dict | None:
+def python_info(packages: list[dict], mount: str) -> dict | None:
     python = next((e for e in packages if e["name"] == "python"), None)
     if python is None:
         return None
@@ -327,17 +262,17 @@ def build(ctx: BuildContext) -> BuildResult:
     conda = ctx.spec.conda
     virtual: list[str] = []
     if conda.lock_from or conda.explicit_file:
-        packages, pip_lines, channels = _locked(ctx)
+        packages, pip_lines, channels = locked_packages(ctx)
     else:
-        packages = _solve(ctx, list(conda.specs), list(conda.channels), virtual=virtual)
+        packages = solve(ctx, list(conda.specs), list(conda.channels), virtual=virtual)
         pip_lines, channels = list(conda.pip_requirements), list(conda.channels)
-    _install(ctx, packages)
+    install(ctx, packages)
     mpi = conda_mpi.inspect(ctx.staging, packages, ctx.spec.mpi, ctx.ui.warn)
     _pip(ctx, pip_lines, list(conda.pip_requirement_files))
     alias = conda.channel_alias or DEFAULT_ALIAS
     result = BuildResult(
-        packages=[_package(e, alias) for e in packages],
-        python=_python_info(packages, ctx.mount_path),
+        packages=[package(e, alias) for e in packages],
+        python=python_info(packages, ctx.mount_path),
         # Always: conda users and tools expect CONDA_PREFIX & co. even without activate.d scripts.
         activate=True,
         extra={"lock": {"platform": host_platform(), "channels": channels, "packages": packages}},
@@ -350,7 +285,7 @@ def build(ctx: BuildContext) -> BuildResult:
     if target.level:
         result.extra["launch"] = {"cpu_level": target.level}
     if pip_lines or conda.pip_requirement_files:
-        result.packages += _pip_packages(ctx)
+        result.packages += pip_packages(ctx)
     write_activation(ctx)
     if ctx.spec.post_install is None:
         mark_externally_managed(ctx.staging)  # else after the script (`refresh`): it may use pip
@@ -377,19 +312,10 @@ def refresh(ctx: BuildContext, result: BuildResult) -> BuildResult:
     """After a post-install script: the pip packages again, the activation, the PEP 668 marker."""
     has_python = result.python is not None or (ctx.staging / "bin" / "python").exists()
     if has_python:
-        result.packages = [p for p in result.packages if p.manager != "pip"] + _pip_packages(ctx)
-    if not ctx.mounts:  # a create: the staging directory is the whole environment
+        result.packages = [p for p in result.packages if p.manager != "pip"] + pip_packages(ctx)
+    if ctx.mode == "create":  # the staging directory is the whole environment
         write_activation(ctx)
         mark_externally_managed(ctx.staging)
-    else:  # an update: the script may have added activation scripts
-        from sqenv.builders.conda.update import refresh_mounted
-
+    else:  # the script may have added activation scripts
         refresh_mounted(ctx)
     return result
-
-
-def update(ctx: BuildContext, change) -> BuildResult:
-    """`sqenv update` of a conda environment (see `conda_update`)."""
-    from sqenv.builders.conda import update as conda_update
-
-    return conda_update.update(ctx, change)

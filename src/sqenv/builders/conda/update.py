@@ -9,33 +9,18 @@ whiteouts in the new layer).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
 import shlex
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sqenv.builders import _SOURCE
 from sqenv.builders.base import BuildContext, BuildResult
-from sqenv.builders.conda.create import (
-    ACTIVATE,
-    EXTERNALLY_MANAGED,
-    _activation,
-    _clean_meta,
-    _common,
-    _package,
-    _pip_packages,
-    _python_info,
-    _solve,
-    _state,
-    _worker,
-)
-from sqenv.builders.pip import _uv_over_layers
+from sqenv.builders.conda.activation import refresh_mounted
+from sqenv.builders.conda.create import call_worker, clean_meta, common, package, pip_packages, python_info, solve
+from sqenv.builders.uv import uv
 from sqenv.errors import InputError, PrefixError, UsageError
 from sqenv.inputs import CondaInputs
 from sqenv.inputs.conda import (
@@ -53,30 +38,6 @@ from sqenv.inputs.conda import (
 # rattler, run inside the build namespace against the mount path itself,
 # links and unlinks only the difference (removed files become whiteouts).
 
-_GATHER = r"""
-import glob, json, os, subprocess, sys
-root = sys.argv[1]
-def read(path):
-    try:
-        with open(path, errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
-def files(sub, suffix):
-    d = os.path.join(root, sub)
-    return sorted(n for n in os.listdir(d) if n.endswith(suffix)) if os.path.isdir(d) else []
-print(json.dumps({
-    "env_vars": {n: read(os.path.join(root, "etc/conda/env_vars.d", n))
-                 for n in files("etc/conda/env_vars.d", ".json")},
-    "scripts": {n: subprocess.run(["/bin/sh", "-n", os.path.join(root, "etc/conda/activate.d", n)],
-                                  capture_output=True).returncode == 0 for n in files("etc/conda/activate.d", ".sh")},
-    "state": read(os.path.join(root, "conda-meta/state")),
-    "activate": read(os.path.join(root, sys.argv[2])),
-    "unmarked": [os.path.relpath(os.path.dirname(p), root) for p in glob.glob(root + "/lib/python3*/os.py")
-                 if not os.path.exists(os.path.join(os.path.dirname(p), "EXTERNALLY-MANAGED"))],
-}))
-"""
-
 
 def _spec_name(spec: str) -> str:
     """The package name of a match spec (rattler's parser: pure parsing, safe in this process)."""
@@ -90,41 +51,6 @@ def _dep_name(depends: str) -> str:
     """The package name of a `depends` entry (`sqlib-a >=2`, `python>=3.8`, `conda-forge::numpy`)."""
     found = re.match(r"\s*(?:[^\s:]+::)?([^\s=<>!~\[]+)", depends)
     return found.group(1) if found else ""
-
-
-def _copy_in(ctx: BuildContext, pairs: list[tuple[Path, str]], what: str) -> None:
-    """Write files at the mount path (through the overlay, so they land in the upper directory)."""
-    if not pairs:
-        return
-    script = 'while [ $# -gt 0 ]; do mkdir -p "${2%/*}" && cp "$1" "$2" || exit 1; shift 2; done'
-    ctx.run(["/bin/sh", "-c", script, "sh", *(x for src, dest in pairs for x in (str(src), dest))], what=what)
-
-
-def refresh_mounted(ctx: BuildContext, variables: dict[str, str] | None = None) -> None:
-    """After an update: conda's `state` (the yml's `variables`), the activation script and the PEP 668
-    marker of a new Python, each written only when it differs from what the environment has."""
-    mount = ctx.mount_path
-    out = ctx.run([sys.executable, "-c", _GATHER, mount, ACTIVATE], what="reading the activation scripts")
-    found = json.loads(out.strip().splitlines()[-1])
-    writes: list[tuple[Path, str]] = []
-    own: dict[str, str] = {}
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
-        own = {str(k): str(v) for k, v in json.loads(found["state"] or "{}").get("env_vars", {}).items()}
-    if variables is not None and variables != own:
-        own = variables
-        (ctx.workdir / "state").write_text(_state(own))
-        writes.append((ctx.workdir / "state", f"{mount}/conda-meta/state"))
-    body = _activation(ctx, found["env_vars"], found["scripts"], own)
-    if _SOURCE in (found["activate"] or ""):  # keep sourcing the install's --environ file
-        head, sep, tail = body.rpartition('exec "$@"')
-        body = head + _SOURCE + sep + tail
-    if body != found["activate"]:
-        (ctx.workdir / "activate.sh").write_text(body)
-        writes.append((ctx.workdir / "activate.sh", f"{mount}/{ACTIVATE}"))
-    if found["unmarked"]:
-        (ctx.workdir / "EXTERNALLY-MANAGED").write_text(EXTERNALLY_MANAGED)
-        writes += [(ctx.workdir / "EXTERNALLY-MANAGED", f"{mount}/{d}/EXTERNALLY-MANAGED") for d in found["unmarked"]]
-    _copy_in(ctx, writes, "writing the activation script")
 
 
 def _update_context(
@@ -215,7 +141,7 @@ def _update_conda(ctx: BuildContext, lock: dict, specs: list[str], remove: list[
     """Solve from the installed set, then link and unlink the difference at the mount path."""
     conda = ctx.spec.conda
     installed = list(lock["packages"])
-    found = _solve(ctx, specs, list(conda.channels), locked=installed)
+    found = solve(ctx, specs, list(conda.channels), locked=installed)
     back = [e["name"] for e in found if e["name"] in remove]
     if back:
         needs = sorted({e["name"] for e in found for d in e.get("depends", []) if _dep_name(d) in back})
@@ -229,11 +155,11 @@ def _update_conda(ctx: BuildContext, lock: dict, specs: list[str], remove: list[
         ctx.ui.detail("the conda packages stay as they are")
         return installed
     words = [f"{len(x)} {w}" for x, w in ((added, "new"), (changed, "changed"), (removed, "removed")) if x]
-    request = {**_common(ctx), "packages": found, "staging": ctx.mount_path, "mount": ctx.mount_path,
+    request = {**common(ctx), "packages": found, "staging": ctx.mount_path, "mount": ctx.mount_path,
                "hardlinks": False}  # fmt: skip
     with ctx.ui.phase(f"Installing the conda changes ({', '.join(words)})"):
-        _worker(ctx, "install", request, "installing the conda packages", inside=True)
-    _clean_meta(ctx.staging)  # the upper directory: only the new packages' records are there
+        call_worker(ctx, "install", request, "installing the conda packages", inside=True)
+    clean_meta(ctx.staging)  # the upper directory: only the new packages' records are there
     return found
 
 
@@ -283,7 +209,7 @@ def update(ctx: BuildContext, change) -> BuildResult:
     python = f"{ctx.mount_path}/bin/python"
     if pip_remove:
         with ctx.ui.phase("Removing " + ", ".join(pip_remove)):
-            _uv_over_layers(ctx, ["pip", "uninstall", "--python", python, "--break-system-packages",
+            uv(ctx, ["pip", "uninstall", "--python", python, "--break-system-packages",
                                   *pip_remove], "removing packages")  # fmt: skip
     if pip_lines or change.requirement_files:
         argv = ["pip", "install", "--python", python, "--compile-bytecode", "--break-system-packages"]
@@ -294,7 +220,7 @@ def update(ctx: BuildContext, change) -> BuildResult:
         for path in change.requirement_files:
             argv += ["-r", str(path)]
         with ctx.ui.phase("Resolving, downloading and installing the pip packages"):
-            _uv_over_layers(ctx, argv, "installing packages")
+            uv(ctx, argv, "installing packages")
     refresh_mounted(ctx, dict(env_file.variables) if env_file else None)
     alias = ctx.spec.conda.channel_alias or DEFAULT_ALIAS
     new_lock = {**lock, "channels": list(ctx.spec.conda.channels), "packages": packages, "specs": specs,
@@ -304,8 +230,8 @@ def update(ctx: BuildContext, change) -> BuildResult:
         if env_file.variables:
             new_lock["variables"] = [list(kv) for kv in env_file.variables]
     return BuildResult(
-        packages=[_package(e, alias) for e in packages] + (_pip_packages(ctx) if has_python else []),
-        python=_python_info(packages, ctx.mount_path),
+        packages=[package(e, alias) for e in packages] + (pip_packages(ctx) if has_python else []),
+        python=python_info(packages, ctx.mount_path),
         activate=True,
         extra={"lock": new_lock},
     )
