@@ -184,6 +184,9 @@ def test_launch_on_a_cpu_without_the_targets_instructions(hpc_root: Path, user: 
     assert old.stderr.count("\n") == 1, old.stderr  # one line
     assert old.stderr.startswith("sqenv: this environment was built for x86-64-v3 CPUs, and this CPU lacks avx, avx2")
     assert "Illegal instruction" not in old.stderr
+    assert "ok    cpu: this CPU has x86-64-v3 (target x86_64_v3)" in ok(sqenv("doctor", prefix, user=user)).stdout
+    doctor = sqenv("doctor", prefix, user=user, env={"SQENV_TEST_CPU_FEATURES": V2_ONLY})
+    assert doctor.returncode == 1 and "FAIL  cpu: this environment was built for x86-64-v3 CPUs" in doctor.stdout
     generic = hpc_root / "envs" / "cpu-x86_64"
     if generic.exists():  # the generic build runs on that CPU
         assert ok(inside(generic, user, "echo ran", env={"SQENV_TEST_CPU_FEATURES": V2_ONLY})).stdout == "ran\n"

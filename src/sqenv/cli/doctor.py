@@ -260,6 +260,14 @@ def _hpc_checks(prefix: Path) -> int:
         print(f"      fix: {fix}")
     if found["mpi"] and not failures:
         print(f"ok    mpi: {hpc.mpi.describe(found['mpi'])}")
+    if found["cpu_check"]:  # the launch's own check, by the install's helper
+        proc = subprocess.run([str(prefix / "sqenv-enter"), "--check-cpu", found["cpu_check"]],
+                              capture_output=True, text=True)  # fmt: skip
+        if proc.returncode != 0:
+            failures.append(("cpu", ""))
+            print(f"FAIL  cpu: {proc.stderr.strip().removeprefix('sqenv: ')}")
+        else:
+            print(f"ok    cpu: this CPU has {found['cpu_check']} (target {found['target_cpu']})")
     return len(failures)
 
 
