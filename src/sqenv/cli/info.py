@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -12,9 +11,9 @@ from rich.table import Table
 from rich.text import Text
 
 from sqenv.errors import PrefixError
-from sqenv.publish import hpc, metadata
-from sqenv.publish.integrity import image_problems
-from sqenv.publish.layout import Install
+from sqenv.publish.hpc import lines as hpc_lines
+from sqenv.publish.info import InfoOptions
+from sqenv.publish.info import info as read_info
 from sqenv.ui import UI
 
 
@@ -27,42 +26,8 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     p.set_defaults(execute=execute)
 
 
-def files_on_disk(prefix: Path) -> int:
-    return sum(len(dirs) + len(files) for _root, dirs, files in os.walk(prefix))
-
-
-def summary(install: Install) -> dict:
-    data = metadata.load(install.metadata)
-    version = metadata.current(data)
-    images = version["images"]
-    return {
-        "prefix": str(install.prefix),
-        "kind": data["kind"],
-        "version": version["number"],
-        "created": version["created"],
-        "first_created": data["created"],
-        "python": version.get("python"),
-        "mount_path": data["mount_path"],
-        "layers": version["layers"],
-        "image_size": sum(i["size"] for i in images),
-        "installed_size": sum(i["installed_size"] for i in images),
-        "files_inside": sum(i["files_inside"] for i in images),
-        "files_on_disk": files_on_disk(install.prefix),
-        "programs": version["programs"],
-        "packages": version["packages"],
-        **hpc.summary(install.prefix, version),  # MPI loaded at run time, target CPU
-    }
-
-
 def execute(args: argparse.Namespace, ui: UI) -> int:
-    install = Install.open(args.prefix)
-    info = summary(install)
-    problems = image_problems(install, checksums=args.verify)
-    if args.verify:
-        if problems:
-            raise PrefixError("the install is damaged: " + "; ".join(p.what for p in problems), problems[0].fix)
-        info["verified"] = True
-    info["problems"] = [p.what for p in problems]
+    info, problems = read_info(InfoOptions(prefix=args.prefix, verify=args.verify))
     if args.json:
         print(json.dumps(info, indent=1))
         return 1 if problems else 0
@@ -80,7 +45,7 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
     )
     out.print(f"  files          {info['files_inside']:,} inside the image, {info['files_on_disk']:,} on disk")
     out.print(f"  programs       {len(info['programs'])} in {info['prefix']}/bin")
-    for label, text in hpc.lines(info):
+    for label, text in hpc_lines(info):
         out.print(f"  {label:<14} {text}")
     if args.verify:
         out.print("  checksums      ok")

@@ -7,6 +7,7 @@ launcher header (the host MPI directories and CPU level launches really use).
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,24 @@ def lines(found: dict[str, Any]) -> list[tuple[str, str]]:
 def problems(prefix: Path, version: dict) -> list[tuple[str, str]]:
     """(what is wrong, fix) for `sqenv doctor PREFIX`: the host MPI it needs."""
     return mpi.problems(summary(prefix, version)["mpi"])
+
+
+def doctor(prefix: Path) -> list[tuple[bool, str, str, str | None]]:
+    """`sqenv doctor PREFIX`'s checks of this node for the install: (ok, what, text, fix).
+    The MPI: the host library found, its ABI family matching. The CPU: the launch's own
+    check (`sqenv-enter --check-cpu LEVEL`, by the install's helper)."""
+    from sqenv.publish import metadata
+
+    version = metadata.current(metadata.load(prefix / "sqenv.json"))
+    found = summary(prefix, version)
+    out: list[tuple[bool, str, str, str | None]] = [(False, "mpi", w, f) for w, f in mpi.problems(found["mpi"])]
+    if found["mpi"] and not out:
+        out.append((True, "mpi", mpi.describe(found["mpi"]), None))
+    if found["cpu_check"]:
+        proc = subprocess.run([str(prefix / "sqenv-enter"), "--check-cpu", found["cpu_check"]],
+                              capture_output=True, text=True)  # fmt: skip
+        if proc.returncode != 0:
+            out.append((False, "cpu", proc.stderr.strip().removeprefix("sqenv: "), None))
+        else:
+            out.append((True, "cpu", f"this CPU has {found['cpu_check']} (target {found['target_cpu']})", None))
+    return out

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_PYTHON, SQENV, User, need, ok, run
+from support import BASE_PYTHON, SQENV, User, need, ok, run
 
 SYSCALLS = ("rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, ok, run, sqenv
+from support import IN_CI, ok, run, sqenv
 
 LMOD_INIT = Path("/usr/share/lmod/lmod/init/bash")
 MODULECMD = Path("/opt/sqenv-test/environment-modules/usr/lib/modulecmd.tcl")

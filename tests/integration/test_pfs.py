@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import BASE_PYTHON, User, ok, run
+from support import BASE_PYTHON, User, ok, run
 
 pfs = pytest.importorskip("pfs")  # tests/infra is on sys.path (conftest)
 sys.path.insert(0, str(Path(pfs.__file__).parent))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import User, need, ok, run, sqenv
+from support import User, need, ok, run, sqenv
 
 try:
     import conda_channel

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_PYTHON, SQENV, User, fuse_mounts, ok, run, sqenv
+from support import BASE_PYTHON, SQENV, User, fuse_mounts, ok, run, sqenv
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess[str], code: int, *phrases: str) -> None:
@@ -167,7 +167,7 @@ def test_disk_full_in_the_build_dir(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", ["Creating a venv", "Resolving", "Packing"])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda sig: sig.name)
 def test_interrupt_in_any_phase_leaves_nothing(
     tmp_path: Path, build_dir: Path, phase: str, sig: signal.Signals
 ) -> None:
@@ -230,18 +230,18 @@ def test_usage_errors_are_one_line() -> None:
     assert_clean_failure(sqenv("run", "/tmp"), 2, "no command given")
 
 
-@pytest.mark.parametrize(
-    ("args", "phrase"),
-    [
-        (["--compression-level", "99"], "compression level 99 is out of range for zstd"),
-        (["--compression-level", "-5"], "compression level -5 is out of range for zstd"),
-        (["--compression", "gzip", "--compression-level", "10"], "out of range for gzip"),
-        (["--compression", "lz4", "--compression-level", "3"], "lz4 takes no compression level"),
-        (["--compression", "xz", "--compression-level", "3"], "xz takes no compression level"),
-        (["-j", "-1"], "`-j -1`: the number of cores must be at least 1"),
-        (["-j", "0"], "`-j 0`: the number of cores must be at least 1"),
-    ],
-)
+PACKING_REFUSED = [
+    (["--compression-level", "99"], "compression level 99 is out of range for zstd"),
+    (["--compression-level", "-5"], "compression level -5 is out of range for zstd"),
+    (["--compression", "gzip", "--compression-level", "10"], "out of range for gzip"),
+    (["--compression", "lz4", "--compression-level", "3"], "lz4 takes no compression level"),
+    (["--compression", "xz", "--compression-level", "3"], "xz takes no compression level"),
+    (["-j", "-1"], "`-j -1`: the number of cores must be at least 1"),
+    (["-j", "0"], "`-j 0`: the number of cores must be at least 1"),
+]
+
+
+@pytest.mark.parametrize(("args", "phrase"), PACKING_REFUSED, ids=[" ".join(args) for args, _ in PACKING_REFUSED])
 def test_packing_options_refused_before_any_work(tmp_path: Path, build_dir: Path, args: list[str], phrase: str) -> None:
     prefix = tmp_path / "env"
     proc = create(prefix, build_dir, "six", *args, timeout=60)

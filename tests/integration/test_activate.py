@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_PYTHON, need, ok, run, sqenv
+from support import BASE_PYTHON, need, ok, run, sqenv
 
 ODD = "new parent [/x]/it's my env"
 
@@ -117,17 +117,6 @@ def test_sh_activate_is_shellcheck_clean(odd_env) -> None:
     prefix, _ = odd_env
     for dialect in ("sh", "bash", "dash"):
         ok(run(["shellcheck", "-s", dialect, str(prefix / "bin" / "activate")]))
-
-
-def test_conda_kind_sets_conda_prefix(tmp_path: Path) -> None:
-    from sqenv.publish import activation
-
-    (tmp_path / "bin").mkdir()
-    activation.write(tmp_path, tmp_path, "conda")
-    script = f". '{tmp_path}/bin/activate'; echo \"$CONDA_PREFIX|${{VIRTUAL_ENV-unset}}\"; deactivate; "
-    script += 'echo "[$CONDA_PREFIX]"'
-    out = ok(run(["dash", "-c", script], env={"CONDA_PREFIX": ""})).stdout.split()
-    assert out == [f"{tmp_path}|unset", "[]"]
 
 
 def test_parent_not_writable_is_one_clear_line(user, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import User, ensure_user, fuse_mounts, need, ok, run, sqenv
+from support import User, ensure_user, fuse_mounts, need, ok, run, sqenv
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_PYTHON, ROOT, need, ok, run, sqenv
+from support import BASE_PYTHON, need, ok, run, sqenv
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,8 @@ def test_kernel_runs_interrupts_restarts_and_shuts_down(kernel_env: Path, user, 
     assert f"Installed the kernel `sq-test` in {spec_dir}" in out
     spec = json.loads((spec_dir / "kernel.json").read_text())
     assert spec["argv"][0] == str(kernel_env / "bin" / "python")
-    driver = run([sys.executable, str(ROOT / "tests" / "kernel_driver.py"), "sq-test"], user=user, env=jupyter_dirs)
+    driver_script = str(Path(__file__).with_name("kernel_driver.py"))
+    driver = run([sys.executable, driver_script, "sq-test"], user=user, env=jupyter_dirs)
     result = json.loads(ok(driver).stdout.splitlines()[-1])
     six_file, pid = result["six"]["stdout"].split()
     assert six_file.startswith(f"{kernel_env}/lib/") and six_file.endswith("six.py")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import statistics
 import subprocess
@@ -12,11 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-try:
-    from tests.infra.apptainer import Apptainer, ensure_apptainer
-except ImportError:  # tests/ not importable as a package: tests/conftest.py put tests/infra on sys.path
-    from apptainer import Apptainer, ensure_apptainer  # type: ignore[no-redef]
+from apptainer import Apptainer, ensure_apptainer  # tests/infra, on sys.path through tests/conftest.py
 
 pytestmark = pytest.mark.apptainer
 
@@ -42,8 +39,13 @@ def work(app: Apptainer, user: str) -> Iterator[Path]:
         yield path
 
 
-def test_runs_as_a_non_root_user(user: str) -> None:
-    assert user != "root"
+def test_runs_as_a_non_root_user(app: Apptainer, user: str, base: Path, work: Path) -> None:
+    """What the processes really run as (on the host and inside the container), not the name."""
+    host = app.run(["id", "-u"], user=user, cwd=work)
+    inside = app.run(["apptainer", "exec", base, "id", "-u"], user=user, cwd=work)
+    assert (host.returncode, inside.returncode) == (0, 0), host.stderr + inside.stderr
+    uid = pwd.getpwnam(user).pw_uid
+    assert uid != 0 and host.stdout.strip() == inside.stdout.strip() == str(uid)
 
 
 def test_exec_runs_a_command_in_the_base_image(app: Apptainer, user: str, base: Path, work: Path) -> None:
@@ -78,7 +80,7 @@ def test_binds_a_squashfs_image_with_image_src(app: Apptainer, user: str, base: 
     assert (proc.returncode, proc.stdout) == (0, "hello from the image\n"), proc.stderr
 
 
-@pytest.mark.parametrize(("script", "code"), [("exit 3", 3), ("kill -TERM $$", 128 + 15)])
+@pytest.mark.parametrize(("script", "code"), [("exit 3", 3), ("kill -TERM $$", 128 + 15)], ids=["exit-3", "SIGTERM"])
 def test_exit_codes_pass_through(app: Apptainer, user: str, base: Path, work: Path, script: str, code: int) -> None:
     """A death by signal N comes out as exit status 128+N (bwrap's doing)."""
     proc = app.run(["apptainer", "exec", base, "sh", "-c", script], user=user, cwd=work)

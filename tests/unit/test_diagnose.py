@@ -12,7 +12,7 @@ import pytest
 
 from sqenv.tools import diagnose
 
-DATA = Path(__file__).parent / "data" / "uv"
+DATA = Path(__file__).resolve().parent.parent / "data" / "uv"
 
 
 def captured(name: str) -> tuple[str, int]:

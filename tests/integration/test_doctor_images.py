@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ok, sqenv
-from sqenv.publish import header
+from support import ok, sqenv
 
 
 @pytest.fixture
@@ -66,15 +65,3 @@ def test_info_shows_a_missing_image_as_an_error(copy: Path) -> None:
     assert proc.returncode == 1
     assert f"error: `{image}` is missing" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_header_parser_reads_what_render_writes() -> None:
-    from sqenv.publish.launchers import render
-
-    text = render(["v1-a.sqfs", "v2-b.sqfs"], activate=True, options={"engine": "apptainer", "mpi": "none"})
-    parsed = header.parse(text)
-    assert parsed.layers == ["v1-a.sqfs", "v2-b.sqfs"]
-    assert parsed.get("SQENV_DEFAULT_ENGINE") == "apptainer"
-    assert parsed.get("SQENV_ACTIVATE") == "1"
-    assert parsed.overridable["SQENV_IDLE"] == ("SQENV_IDLE_TIMEOUT", "60")
-    assert "SQENV_MPI" in parsed.values

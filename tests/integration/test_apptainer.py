@@ -35,7 +35,7 @@ try:
 except ImportError:  # tests/ is not a package: conftest put tests/infra on sys.path
     from apptainer import Apptainer, ensure_apptainer  # type: ignore[no-redef]
 
-from conftest import BASE_PYTHON, SQENV, launchers, need
+from support import BASE_PYTHON, SQENV, launchers, need
 
 pytestmark = pytest.mark.apptainer
 

@@ -1,4 +1,4 @@
-"""Run by tests/test_kernel.py as the test user: start a kernelspec with jupyter_client, then
+"""Run by tests/integration/test_kernel.py as the test user: start a kernelspec with jupyter_client, then
 execute, interrupt, restart and shut it down. Prints one JSON object of what happened."""
 
 from __future__ import annotations

@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 from slurm import FINAL_STATES, SlurmCluster, _as_user, _user_env, ensure_slurm
 
-from conftest import BASE_PYTHON, SQENV, User, ensure_user, fuse_mounts, is_image_server, need, ok, run, sqenv
 from sqenv.config import launcher_values, load_config
 from sqenv.publish import launchers, metadata
 from sqenv.publish.layout import Install
+from support import BASE_PYTHON, SQENV, User, ensure_user, fuse_mounts, is_image_server, need, ok, run, sqenv
 
 HPC_USER = "sqenvhpc"
 LIMIT_USER = "sqslurm"  # runs the time-limit job, which outlives the tests around it

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_PYTHON, SQENV, User, need, ok, run, sqenv
+from support import BASE_PYTHON, SQENV, User, need, ok, run, sqenv
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def _world_writable(root: Path) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("umask", ["000", "002", "007", "022", "027", "077"])
+@pytest.mark.parametrize("umask", ["000", "002", "007", "022", "027", "077"], ids=lambda u: f"umask-{u}")
 def test_nothing_world_writable_whatever_the_umask(area: Path, user: User, umask: str) -> None:
     need("mksquashfs")
     prefix = area / "env"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import launchers, need, ok, run, sqenv
+from support import launchers, need, ok, run, sqenv
 
 try:
     import conda_channel

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_PYTHON, SQENV, User, need, ok, run
 from sqenv.publish.layout import Install
 from sqenv.publish.versions import launcher_layers
+from support import BASE_PYTHON, SQENV, User, need, ok, run
 
 pytestmark = pytest.mark.slow
 
@@ -330,7 +330,7 @@ def member(name: str) -> User:
     return User(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
 
 
-@pytest.mark.parametrize("umask", [0o007, 0o027, 0o022])
+@pytest.mark.parametrize("umask", [0o007, 0o027, 0o022], ids=lambda u: f"umask-{u:03o}")
 def test_group_install_stays_usable_by_the_group_after_updates(umask: int) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to create the test users")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_PYTHON, User, need, ok, run, sqenv
 from sqenv.launch.helper import enter_binary, is_static
+from support import BASE_PYTHON, User, need, ok, run, sqenv
 
 pytestmark = pytest.mark.slow
 

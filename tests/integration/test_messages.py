@@ -16,10 +16,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import index_server as ix
 import pytest
 
-import index_server as ix
-from conftest import BASE_PYTHON, ROOT, SQENV, User, need, ok, sqenv
+from support import BASE_PYTHON, ROOT, SQENV, User, need, ok, sqenv
 
 FAST = {"UV_HTTP_RETRIES": "0", "UV_NO_CACHE": "1"}
 PIP_WHEELS = Path("/usr/share/python-wheels")  # Debian's python3-pip-whl: pip for the local index
