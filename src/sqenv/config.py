@@ -25,12 +25,12 @@ value a module should use.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +39,6 @@ from typing import Any
 from sqenv.errors import InputError
 from sqenv.inputs import COMPRESSIONS
 from sqenv.ui import NORMAL, QUIET, UI
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib  # type: ignore[no-redef]
 
 SYSTEM_CONFIG = "/etc/sqenv/config.toml"
 ENGINES = ("auto", "embedded", "apptainer", "singularity")
@@ -277,16 +272,20 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
 BUILD_OPTIONS = ("build_dir", "compression", "compression_level", "jobs", "mpi", "target_cpu")
 
 
-def apply_build_config(args: argparse.Namespace, config: Config | None = None, ui: UI | None = None) -> Config:
-    """Fill `sqenv create`'s build options (and `args.mpi`) from the config: a value given on the
-    command line wins over the configured defaults, a forced value over both (with a warning)."""
+def resolve_build_options(
+    given: Mapping[str, Any], config: Config | None = None, ui: UI | None = None
+) -> tuple[dict[str, Any], Config]:
+    """`sqenv create`'s build options (and `mpi`) from the config: a value given on the command
+    line (`given`, None when absent) wins over the configured defaults, a forced value over both
+    (with a warning). Returns the values and the config they came from."""
     config = config or load_config()
-    ui = ui or UI(level=QUIET if getattr(args, "quiet", False) else NORMAL)
+    ui = ui or UI(level=QUIET if given.get("quiet") else NORMAL)
+    values: dict[str, Any] = {}
     for key in BUILD_OPTIONS:
-        given = getattr(args, key, None)
-        value = config.get(key, None if given is None else str(given) if key == "build_dir" else given, ui)
-        setattr(args, key, Path(value) if key == "build_dir" and value is not None else value)
-    return config
+        value = given.get(key)
+        value = config.get(key, None if value is None else str(value) if key == "build_dir" else value, ui)
+        values[key] = Path(value) if key == "build_dir" and value is not None else value
+    return values, config
 
 
 # ---------------------------------------------------------------- for the launcher

@@ -14,7 +14,7 @@ from rich.console import Console
 from sqenv import cli
 from sqenv.cli import config as cli_config
 from sqenv.cli.create import add_build_options
-from sqenv.config import apply_build_config, host_mpi_dirs, launcher_lines, launcher_values, load_config
+from sqenv.config import host_mpi_dirs, launcher_lines, launcher_values, load_config, resolve_build_options
 from sqenv.errors import InputError
 from sqenv.ui import UI
 from support import SQENV, unavailable
@@ -125,16 +125,16 @@ def test_create_build_options_come_from_the_config(files: dict[str, Path]) -> No
     add_build_options(parser)
     cfg = load_config(environ(files))
     ui, out = capture()
-    args = parser.parse_args(["-j", "8"])
-    apply_build_config(args, cfg, ui)
-    assert (args.jobs, args.compression_level, args.build_dir) == (2, 4, Path("/var/tmp/b"))
+
+    def resolved(*argv: str) -> dict:
+        return resolve_build_options(vars(parser.parse_args(argv)), cfg, ui)[0]
+
+    got = resolved("-j", "8")
+    assert (got["jobs"], got["compression_level"], got["build_dir"]) == (2, 4, Path("/var/tmp/b"))
     assert "jobs = 2 is forced" in out.getvalue()
-    args = parser.parse_args(["--compression", "xz", "--build-dir", "/tmp/mine"])
-    apply_build_config(args, cfg, ui)
-    assert (args.compression, args.build_dir) == ("xz", Path("/tmp/mine"))  # the command line beats defaults
-    args = parser.parse_args([])
-    apply_build_config(args, cfg, ui)
-    assert args.compression == "gzip"
+    got = resolved("--compression", "xz", "--build-dir", "/tmp/mine")
+    assert (got["compression"], got["build_dir"]) == ("xz", Path("/tmp/mine"))  # the command line beats defaults
+    assert resolved()["compression"] == "gzip"
 
 
 def test_launcher_header_user_env_var_beats_default_not_forced(files: dict[str, Path]) -> None:

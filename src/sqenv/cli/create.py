@@ -7,7 +7,7 @@ import shlex
 from dataclasses import replace
 from pathlib import Path
 
-from sqenv.config import apply_build_config
+from sqenv.config import BUILD_OPTIONS, Config, resolve_build_options
 from sqenv.errors import UsageError
 from sqenv.inputs import COMPRESSIONS, BuildSpec, PipInputs
 from sqenv.inputs.cpu import resolve as resolve_cpu
@@ -141,6 +141,15 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
         force=args.force,
         build_dir=args.build_dir,
     )
+
+
+def apply_build_config(args: argparse.Namespace) -> Config:
+    """Fill the parsed build options (and `mpi`) from the site/user config (see
+    `sqenv.config.resolve_build_options`); returns that config."""
+    values, config = resolve_build_options({k: getattr(args, k, None) for k in (*BUILD_OPTIONS, "quiet")})
+    for key, value in values.items():
+        setattr(args, key, value)
+    return config
 
 
 def spec_from_args(args: argparse.Namespace) -> BuildSpec:

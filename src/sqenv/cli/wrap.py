@@ -89,7 +89,7 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
 
 def wrap_directory(args: argparse.Namespace, source: Path, prefix: Path, given: list[str], ui: UI) -> None:
     from sqenv.builders import container as wrap
-    from sqenv.config import apply_build_config
+    from sqenv.cli.create import apply_build_config
     from sqenv.inputs import BuildSpec, WrapInputs
     from sqenv.pipeline import create
 

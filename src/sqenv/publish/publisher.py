@@ -42,7 +42,7 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _LAUNCHER_HEAD = "#!/bin/sh\n# Launcher written by sqenv"
 _IMAGE = re.compile(r"v\d+-[0-9a-f]+\.sqfs")
-_SQENV_TEMPS = (".sqenv-update-", ".sqenv.json.", ".launcher.new", ".container.sif.new")
+_SQENV_TEMPS = (".sqenv-update-", ".sqenv.json.", ".container.sif.new")
 _SQENV_FILES = ("sqenv-enter", "container.sif")
 
 

@@ -40,7 +40,7 @@ from sqenv.ui import UI
 
 DEFAULT_KEEP = 3
 _IMAGE = re.compile(r"v\d+-[0-9a-f]+\.sqfs")
-_OTHER_TEMPS = (".launcher.new", ".sqenv.json.")
+_OTHER_TEMPS = (".sqenv.json.",)
 
 
 shared_umask = modes.shared_umask
