@@ -102,6 +102,12 @@ def _strings(value: Any) -> list[str]:
     return list(value)
 
 
+def _cpus(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+        raise ValueError('must be a table of partition = "cpu", e.g. lumi-c = "zen2"')
+    return dict(value)
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no"):
         return value.strip().lower() in ("1", "true", "yes")  # from an environment variable
@@ -126,6 +132,8 @@ KEYS: dict[str, Key] = {
     "engine": Key(_choice(CHOICES), "auto", "how launchers run programs", "SQENV_ENGINE"),
     "mpi": Key(_choice(MPI_MODES), "none", '"host": use the host MPI library at run time'),
     "mpi_libraries": Key(_paths, [], "host MPI library files or directories (mpi = host)"),
+    "target_cpu": Key(_text, None, "archspec name of the compute nodes' CPU, e.g. zen2 (default: the build host's)"),
+    "cpus": Key(_cpus, {}, 'partition name -> CPU, a [cpus] table: lumi-c = "zen2"'),
     "bind_paths": Key(_paths, [], "extra host paths the apptainer engine binds"),
     "cache_dir": Key(_build_path, None, "sqenv's cache (default: ~/.cache/sqenv)", "SQENV_CACHE_DIR"),
     "idle_timeout": Key(_int(1), 60, "seconds an unused image stays mounted", "SQENV_IDLE_TIMEOUT"),
@@ -208,11 +216,11 @@ def read_file(path: Path, required: bool) -> dict | None:
         raise InputError(f"cannot read the config file `{path}`: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"the config file `{path}` is not valid TOML: {exc}", "fix its syntax") from None
-    unknown = sorted(set(data) - {"defaults", "forced", "systems"})  # systems: cotainr's presets
+    unknown = sorted(set(data) - {"defaults", "forced", "systems", "cpus"})  # systems: cotainr's presets
     if unknown:
         raise InputError(
             f"{path}: unknown section [{unknown[0]}]",
-            "config files hold [defaults], [forced] and [systems.NAME]",
+            "config files hold [defaults], [forced], [cpus] and [systems.NAME]",
         )
     return data
 
@@ -238,6 +246,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         files.append((layer, str(path), data is not None))
         if data is None:
             continue
+        if "cpus" in data:  # partitions' CPUs: the files' tables add up, a later file's names win
+            cpus = check_value("cpus", data["cpus"], f"{path} [cpus]", env)
+            settings["cpus"] = Setting({**settings["cpus"].value, **cpus}, f"{layer} {path}")
         for section in ("defaults", "forced"):
             table = data.get(section, {})
             if not isinstance(table, dict):
@@ -259,7 +270,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
 
 
 # ---------------------------------------------------------------- for `sqenv create`
-BUILD_OPTIONS = ("build_dir", "compression", "compression_level", "jobs", "mpi")
+BUILD_OPTIONS = ("build_dir", "compression", "compression_level", "jobs", "mpi", "target_cpu")
 
 
 def resolve_build_options(

@@ -33,6 +33,19 @@ style ``_h_env_placehold_...`` prefix):
 - ``sqneeds-glibc 1.0`` (linux-64, ``.tar.bz2``) depends on the virtual
   package ``__glibc >=2.17``: solvable only when virtual packages are passed
   to ``rattler.solve`` (it passes none by default).
+- An MPI family, shaped like conda-forge's: ``mpi 1.0`` (``noarch``, builds
+  ``mpich`` and ``openmpi``, the marker of which implementation is installed);
+  ``mpich 4.1.2`` with a bundled build (``h0bundled_100``, preferred: a
+  ``lib/libmpi.so.12`` stub) and an external one (``external_0``, no library);
+  ``openmpi 4.1.6`` the same with ``lib/libmpi.so.40``; ``impi_rt 2021.10`` with
+  only a bundled build (``lib/libmpi.so.12``: no external choice); ``mpi4py 3.1.5``
+  depending on ``mpich >=4``.
+- Microarchitecture builds, shaped like conda-forge's microarch-level
+  feedstock: ``_x86_64-microarch-level`` versions 1..4 (``noarch``), one build
+  per archspec name at its level (``2_x86_64_v3``, ``2_zen2``, ...), each
+  depending on ``__archspec 1 NAME``; ``sqfast 1.0`` with a generic build
+  (``generic_0``) and a preferred ``v3_100`` build that depends on
+  ``_x86_64-microarch-level >=3``; ``share/sqfast/BUILD`` says which.
 
 The result is cached in ``root`` under a name derived from a hash of this
 file, the compiler version and the zstd backend; it is built in a temporary
@@ -218,7 +231,40 @@ def _packages(sqbin_binary: bytes) -> list[_Package]:
             [_File("share/sqneeds-glibc/README", b"needs __glibc >=2.17\n")],
             depends=["__glibc >=2.17"],
         ),
+        *_mpi_packages(),
+        *_microarch_packages(),
     ]
+
+
+#: `_x86_64-microarch-level` builds: archspec name -> x86-64 level (as conda-forge's feedstock)
+MICROARCH_LEVELS = {"x86_64": 1, "x86_64_v2": 2, "x86_64_v3": 3, "haswell": 3, "zen2": 3, "zen3": 3,
+                    "x86_64_v4": 4, "skylake_avx512": 4, "zen4": 4}  # fmt: skip
+
+_LIBMPI_STUB = b"\x7fELF stub of a bundled MPI library (sqenv test channel)\n"
+
+
+def _mpi_packages() -> list[_Package]:
+    """mpich/openmpi with bundled and external builds, impi_rt bundled only, mpi4py on mpich."""
+    out = [_Package("mpi", "1.0", [], noarch="generic", build=impl) for impl in ("mpich", "openmpi")]
+    for name, version, lib in (("mpich", "4.1.2", "libmpi.so.12"), ("openmpi", "4.1.6", "libmpi.so.40")):
+        depends = [f"mpi 1.0 {name}"]
+        out.append(_Package(name, version, [_File(f"lib/{lib}", _LIBMPI_STUB, 0o755)], depends=depends,
+                            build="h0bundled_100", build_number=100))  # fmt: skip
+        out.append(_Package(name, version, [], depends=depends, build="external_0"))
+    out.append(_Package("impi_rt", "2021.10", [_File("lib/libmpi.so.12", _LIBMPI_STUB, 0o755)], build="h0bundled_0"))
+    out.append(_Package("mpi4py", "3.1.5", [_File("share/mpi4py/README", b"mpi4py stub\n")], depends=["mpich >=4"]))
+    return out
+
+
+def _microarch_packages() -> list[_Package]:
+    out = []
+    for name, level in MICROARCH_LEVELS.items():
+        out.append(_Package("_x86_64-microarch-level", str(level), [], depends=[f"__archspec 1 {name}"],
+                            noarch="generic", build=f"2_{name}", build_number=2))  # fmt: skip
+    out.append(_Package("sqfast", "1.0", [_File("share/sqfast/BUILD", b"generic\n")], build="generic_0"))
+    out.append(_Package("sqfast", "1.0", [_File("share/sqfast/BUILD", b"v3\n")],
+                        depends=["_x86_64-microarch-level >=3"], build="v3_100", build_number=100))  # fmt: skip
+    return out
 
 
 for _p in _packages(b""):

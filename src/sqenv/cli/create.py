@@ -11,6 +11,7 @@ from sqenv.config import BUILD_OPTIONS, Config, resolve_build_options
 from sqenv.engines import CHOICES
 from sqenv.errors import UsageError
 from sqenv.inputs import COMPRESSIONS, BuildSpec, PipInputs
+from sqenv.inputs.cpu import resolve as resolve_cpu
 from sqenv.inputs.index import from_args
 from sqenv.inputs.index import resolve as resolve_index
 from sqenv.inputs.requirements import check_file, check_spec
@@ -86,7 +87,14 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     p.add_argument(
         "--mpi",
         choices=("none", "host"),
-        help="host: use the host's MPI library at run time (config: mpi, mpi_libraries)",
+        help="host: use the host's MPI library at run time; conda MPIs get their external builds "
+        "(config: mpi, mpi_libraries)",
+    )
+    p.add_argument(
+        "--target-cpu",
+        metavar="NAME",
+        help="the compute nodes' CPU (archspec: zen2, zen3, x86_64_v3, ...) or a partition of the site config's "
+        "[cpus]; conda solves pick builds for it, launches check it (config: target_cpu; default: this host's)",
     )
     p.add_argument(
         "--engine",
@@ -126,6 +134,7 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
         environ_file=args.environ.absolute() if args.environ else None,
         compression=args.compression or "zstd",
         mpi=args.mpi,
+        target_cpu=getattr(args, "target_cpu", None),
         engine=getattr(args, "engine", None),
         base_image=args.base_image.absolute() if getattr(args, "base_image", None) else None,
         compression_level=args.compression_level,
@@ -146,6 +155,7 @@ def apply_build_config(args: argparse.Namespace) -> Config:
 
 def spec_from_args(args: argparse.Namespace) -> BuildSpec:
     config = apply_build_config(args)  # site/user config for build options; forced values win, with a warning
+    args.target_cpu = resolve_cpu(args.target_cpu, config.get("cpus"))
     index = resolve_index(from_args(args), config, UI(level=QUIET if getattr(args, "quiet", False) else NORMAL))
     if index.no_index and not index.find_links:
         raise UsageError("`--no-index` leaves uv nowhere to find packages", "add `--find-links DIR`")

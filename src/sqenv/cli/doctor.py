@@ -58,6 +58,13 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
             print(f"      fix: {problem.fix}")
         if not image_failures:
             print("ok    images: present, checksums match")
+        from sqenv.publish.hpc import doctor as hpc_doctor
+
+        for good, what, text, fix in hpc_doctor(prefix):  # the install's MPI and CPU on this node
+            failed += 0 if good else 1
+            print(f"{'ok  ' if good else 'FAIL'}  {what}: {text}")
+            if fix:
+                print(f"      fix: {fix}")
     if failed:
         print(f"\n{failed} problem(s) found.")
         return 1

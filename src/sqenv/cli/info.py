@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sqenv.errors import PrefixError
+from sqenv.publish.hpc import lines as hpc_lines
 from sqenv.publish.info import InfoOptions
 from sqenv.publish.info import info as read_info
 from sqenv.ui import UI
@@ -48,6 +49,8 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
     )
     out.print(f"  files          {info['files_inside']:,} inside the image, {info['files_on_disk']:,} on disk")
     out.print(f"  programs       {len(info['programs'])} in {info['prefix']}/bin")
+    for label, text in hpc_lines(info):
+        out.print(f"  {label:<14} {text}")
     if args.verify:
         out.print("  checksums      ok")
     table = Table(box=None, pad_edge=False)

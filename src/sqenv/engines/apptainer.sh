@@ -56,6 +56,10 @@ sqenv_apptainer_bind() {
 }
 
 sqenv_apptainer_exec() {
+    # built for a CPU (`--target-cpu`): the helper's one-line refusal, as with the embedded engine
+    if [ -n "${SQENV_CPU_LEVEL-}" ] && [ -x "$SQENV_PREFIX/sqenv-enter" ]; then
+        "$SQENV_PREFIX/sqenv-enter" --check-cpu "$SQENV_CPU_LEVEL" || exit 125
+    fi
     case $sqenv_engine in
         singularity) sqenv_cmd=singularity ;;
         *) sqenv_cmd=apptainer ;;

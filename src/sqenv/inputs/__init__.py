@@ -102,6 +102,7 @@ class BuildSpec:
     environ_file: Path | None = None
     compression: str = "zstd"
     mpi: str | None = None
+    target_cpu: str | None = None  # archspec name (`--target-cpu`, config); None: the build host's
     engine: str | None = None
     base_image: Path | None = None
     compression_level: int | None = None

@@ -238,6 +238,7 @@ def _common(args: argparse.Namespace) -> dict:
         "environ_file": args.environ.absolute() if getattr(args, "environ", None) else None,
         "compression": args.compression or "zstd",
         "mpi": getattr(args, "mpi", None),
+        "target_cpu": getattr(args, "target_cpu", None),
         "engine": getattr(args, "engine", None),
         "base_image": args.base_image.absolute() if getattr(args, "base_image", None) else None,
         "compression_level": args.compression_level,

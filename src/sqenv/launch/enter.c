@@ -29,6 +29,8 @@
  *   -m PATH    show it at PATH instead of the fixed mount path (`sqenv wrap
  *              --mask`: a tree at its original place)
  *   -a ARGV0   argv[0] for PROG (default PROG)
+ *   -C LEVEL   refuse to run unless this CPU has x86-64 LEVEL (x86-64-v3 ...),
+ *              in one line (see cpu.h); `--check-cpu LEVEL` only checks
  *   PROG       absolute path, or a name looked up in PATH
  */
 #define _GNU_SOURCE
@@ -75,6 +77,8 @@ static void die(const char *fmt, ...)
     fputs("\n", stderr);
     exit(EXIT_ENTER);
 }
+
+#include "cpu.h"
 
 static void write_file(const char *path, const char *text)
 {
@@ -897,8 +901,17 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && !strcmp(argv[1], "--serve"))
         return serve_main(argc - 1, argv + 1);
-    while ((opt = getopt(argc, argv, "+i:t:r:s:l:p:a:wu:W:m:")) != -1) {
+    if (argc == 3 && !strcmp(argv[1], "--check-cpu")) { /* the apptainer engine's check */
+        errno = 0;
+        check_cpu(argv[2], die);
+        return 0;
+    }
+    while ((opt = getopt(argc, argv, "+i:t:r:s:l:p:a:wu:W:m:C:")) != -1) {
         switch (opt) {
+        case 'C':
+            errno = 0;
+            check_cpu(optarg, die);
+            break;
         case 'i':
             if (nimages == MAX_LAYERS)
                 die("too many layers");

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqenv.errors import PrefixError
-from sqenv.publish import metadata
+from sqenv.publish import hpc, metadata
 from sqenv.publish.integrity import image_problems
 from sqenv.publish.layout import Install
 
@@ -44,6 +44,7 @@ def summary(install: Install) -> dict:
         "files_on_disk": files_on_disk(install.prefix),
         "programs": version["programs"],
         "packages": version["packages"],
+        **hpc.summary(install.prefix, version),  # MPI loaded at run time, target CPU
     }
 
 

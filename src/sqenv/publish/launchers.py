@@ -50,6 +50,8 @@ def render(
         values["SQENV_DEFAULT_ENGINE"] = options["engine"]
     if options.get("wrap_path"):
         values["SQENV_WRAP_PATH"] = options["wrap_path"]
+    if options.get("cpu_level"):  # built for a CPU: the helper checks the node has its instructions
+        values["SQENV_CPU_LEVEL"] = options["cpu_level"]
     head = [
         "#!/bin/sh",
         f"# Launcher written by sqenv {__version__}. `sqenv update` and `sqenv rollback` replace it.",

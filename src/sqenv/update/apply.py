@@ -157,7 +157,10 @@ def _context(install: Install, kind: str, work: Path, ui: UI, change: Change, op
     index = resolve_index(change.index, load_config(), ui, (change.base.get("inputs") or {}).get("index"))
     spec = BuildSpec(prefix=install.prefix, kind=cast(Kind, kind), post_install=change.post_install,
                      compression=options.compression, compression_level=options.compression_level,
-                     jobs=options.jobs, build_dir=options.build_dir, index=index)  # fmt: skip
+                     jobs=options.jobs, build_dir=options.build_dir, index=index,
+                     # solved as at create: external MPI builds (`--mpi host`), the target CPU
+                     mpi=(change.base.get("inputs") or {}).get("mpi"),
+                     target_cpu=(change.base.get("inputs") or {}).get("target_cpu"))  # fmt: skip
     return BuildContext(spec=spec, staging=work / "upper", workdir=work, enter=enter_binary(), ui=ui, cwd=Path.cwd(),
                         mode="update")  # fmt: skip
 

@@ -23,11 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from sqenv.builders.base import BuildContext, BuildResult, Package
+from sqenv.builders.conda import mpi as conda_mpi
 from sqenv.builders.conda.activation import (
     mark_externally_managed,
     refresh_mounted,
     write_activation,
 )
+from sqenv.builders.conda.target import target_record
 from sqenv.builders.uv import uv
 from sqenv.errors import BuildError, InputError, SqenvError
 from sqenv.inputs.conda import (
@@ -53,6 +55,8 @@ _PIP_LIST = (
 def explain(err: dict, ctx: BuildContext) -> SqenvError:
     """One clear message for each failure the worker reports."""
     kind, message, details = err.get("kind"), err.get("message", "conda step failed"), err.get("details")
+    if kind == "mpi-external":
+        return conda_mpi.explain(err)
     shown = _details((details or "").splitlines(), ctx.log) if details else None
     alias = ctx.spec.conda.channel_alias or DEFAULT_ALIAS
     channels = ", ".join(f"`{channel_name(c, alias)}`" for c in ctx.spec.conda.channels) or "the channels"
@@ -172,14 +176,20 @@ def locked_packages(ctx: BuildContext) -> tuple[list[dict], list[str], list[str]
     return found["packages"], list(conda.pip_requirements) + pins, channels
 
 
-def solve(ctx: BuildContext, specs: list[str], channels: list[str], locked: list[dict] | None = None) -> list[dict]:
-    """Solve `specs`; `locked` (the installed packages of an update) are kept where the specs allow."""
-    request = {**common(ctx), "channels": channels, "specs": specs, "locked": locked or []}
+def solve(ctx: BuildContext, specs: list[str], channels: list[str], locked: list[dict] | None = None,
+          virtual: list[str] | None = None) -> list[dict]:  # fmt: skip
+    """Solve `specs`; `locked` (the installed packages of an update) are kept where the specs allow.
+    `virtual` gets the virtual packages solved for; `--mpi host` pins external MPI builds,
+    `--target-cpu` sets `__archspec` (see `conda.mpi`, `inputs.cpu`)."""
+    request = {**common(ctx), "channels": channels, "specs": specs, "locked": locked or [],
+               "mpi": ctx.spec.mpi, "archspec": ctx.spec.target_cpu}  # fmt: skip
     names = ", ".join(channel_name(c, ctx.spec.conda.channel_alias or DEFAULT_ALIAS) for c in channels)
     start = " from the installed packages" if locked else ""
     with ctx.ui.phase(f"Solving {len(specs)} specs{start} with {names}"):
         found = call_worker(ctx, "solve", request, "solving")
     ctx.ui.detail("virtual packages: " + " ".join(found.get("virtual_packages", [])))
+    if virtual is not None:
+        virtual += found.get("virtual_packages", [])
     return found["packages"]
 
 
@@ -250,12 +260,14 @@ def python_info(packages: list[dict], mount: str) -> dict | None:
 
 def build(ctx: BuildContext) -> BuildResult:
     conda = ctx.spec.conda
+    virtual: list[str] = []
     if conda.lock_from or conda.explicit_file:
         packages, pip_lines, channels = locked_packages(ctx)
     else:
-        packages = solve(ctx, list(conda.specs), list(conda.channels))
+        packages = solve(ctx, list(conda.specs), list(conda.channels), virtual=virtual)
         pip_lines, channels = list(conda.pip_requirements), list(conda.channels)
     install(ctx, packages)
+    mpi = conda_mpi.inspect(ctx.staging, packages, ctx.spec.mpi, ctx.ui.warn)
     _pip(ctx, pip_lines, list(conda.pip_requirement_files))
     alias = conda.channel_alias or DEFAULT_ALIAS
     result = BuildResult(
@@ -266,6 +278,12 @@ def build(ctx: BuildContext) -> BuildResult:
         extra={"lock": {"platform": host_platform(), "channels": channels, "packages": packages}},
     )
     _record_request(result.extra["lock"], ctx)
+    if mpi:
+        result.extra["mpi"] = mpi
+    target = target_record(ctx.spec.target_cpu, virtual, packages)
+    result.extra["lock"].update(target.lock)
+    if target.level:
+        result.extra["launch"] = {"cpu_level": target.level}
     if pip_lines or conda.pip_requirement_files:
         result.packages += pip_packages(ctx)
     write_activation(ctx)

@@ -158,24 +158,45 @@ async def explain_missing(req: dict, gw: rattler.Gateway, text: str) -> Failure:
 
 
 def virtual_packages(req: dict) -> list:
-    return rattler.VirtualPackage.detect(rattler.VirtualPackageOverrides.from_env())
+    detected = rattler.VirtualPackage.detect(rattler.VirtualPackageOverrides.from_env())
+    if not req.get("archspec"):
+        return detected
+    # `--target-cpu NAME`: the compute nodes' microarchitecture instead of this host's
+    generic = [v.into_generic() for v in detected]
+    others = [v for v in generic if v.name.normalized != "__archspec"]
+    target = rattler.GenericVirtualPackage(
+        rattler.PackageName("__archspec"), rattler.Version("1"), rattler.BuildString(req["archspec"])
+    )
+    return [*others, target]
 
 
 async def solve(req: dict) -> dict:
+    from sqenv.builders.conda import mpi
+
     gw = gateway(req)
     virtual = virtual_packages(req)
     try:
         # Parsed here as in `sqenv.inputs.conda` (conda's `name=1.0=build` form included).
         specs = [rattler.MatchSpec(spec) for spec in req["specs"]]
         locked = [record(e) for e in req.get("locked") or []]
-        records = await rattler.solve(
-            req["channels"],
-            specs,
-            gateway=gw,
-            platforms=platforms(req),
-            virtual_packages=virtual,
-            locked_packages=locked or None,
-        )
+
+        async def resolve(constraints: list[str]) -> list:
+            return await rattler.solve(
+                req["channels"],
+                specs,
+                gateway=gw,
+                platforms=platforms(req),
+                virtual_packages=virtual,
+                locked_packages=locked or None,
+                constraints=[rattler.MatchSpec(c) for c in constraints] or None,
+            )
+
+        async def query(names_: list[str]) -> list:
+            return await gw.query(req["channels"], platforms(req), names_, recursive=False)
+
+        records = await resolve([])
+        if req.get("mpi") == "host":  # no libmpi of the channel in the image: its external builds
+            records = await mpi.pin_external(records, query, resolve, Failure)
     except SolverError as exc:
         text = str(exc).replace("Cannot solve the request because of: ", "").strip()
         if "No candidates were found for" in text:
@@ -185,7 +206,9 @@ async def solve(req: dict) -> dict:
         raise channel_failure(exc, req["channels"], req.get("offline", False)) from None
     return {
         "packages": sorted((entry(r) for r in records), key=lambda e: e["name"]),
-        "virtual_packages": [str(v.into_generic()) for v in virtual],
+        "virtual_packages": [
+            str(v if isinstance(v, rattler.GenericVirtualPackage) else v.into_generic()) for v in virtual
+        ],
     }
 
 
