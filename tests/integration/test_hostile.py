@@ -293,7 +293,7 @@ def test_old_layer_mount_leaves_after_update_while_a_program_runs(victim: User, 
 
 
 @pytest.fixture
-def shared_dir(victim: User, hostile: User) -> Path:
+def sticky_dir(victim: User, hostile: User) -> Path:
     """A sticky, world-writable project directory (like /tmp, or a careless shared scratch dir)."""
     path = Path(f"/var/tmp/sqenv-shared-{os.getpid()}")
     path.mkdir()
@@ -302,11 +302,11 @@ def shared_dir(victim: User, hostile: User) -> Path:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_build_dir_another_user_controls_is_refused(victim: User, hostile: User, shared_dir: Path) -> None:
+def test_build_dir_another_user_controls_is_refused(victim: User, hostile: User, sticky_dir: Path) -> None:
     """Mallory's directory as the build base: she could swap the build tree for hers (code in the image)."""
-    base = shared_dir / "build"
+    base = sticky_dir / "build"
     as_user(hostile, f"mkdir -m 777 {base}")
-    prefix = shared_dir / "env"
+    prefix = sticky_dir / "env"
     proc = sqenv(
         "create", prefix, "six", "--python", "/usr/bin/python3", user=victim, env={"SQENV_BUILD_DIR": str(base)}
     )
@@ -316,9 +316,9 @@ def test_build_dir_another_user_controls_is_refused(victim: User, hostile: User,
 
 
 def test_lock_file_planted_by_another_user_is_refused_not_waited_on(
-    victim: User, hostile: User, shared_dir: Path
+    victim: User, hostile: User, sticky_dir: Path
 ) -> None:
-    lock = shared_dir / ".env.sqenv-lock"
+    lock = sticky_dir / ".env.sqenv-lock"
     holder = subprocess.Popen(
         hostile.wrap(["flock", str(lock), "sleep", "60"]), env=hostile.env(), cwd="/tmp", stdout=subprocess.DEVNULL
     )
@@ -326,21 +326,21 @@ def test_lock_file_planted_by_another_user_is_refused_not_waited_on(
         deadline = time.monotonic() + 10
         while not lock.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        proc = sqenv("create", shared_dir / "env", "six", "--python", "/usr/bin/python3", user=victim, timeout=60)
+        proc = sqenv("create", sticky_dir / "env", "six", "--python", "/usr/bin/python3", user=victim, timeout=60)
         assert proc.returncode == 3, proc
         assert "sqhostile" in proc.stderr and "will not wait" in proc.stderr, proc.stderr
-        assert not (shared_dir / "env").exists()
+        assert not (sticky_dir / "env").exists()
     finally:
         holder.kill()
         holder.wait()
 
 
 def test_planted_journal_is_one_clear_line_and_the_old_install_stays(
-    victim: User, hostile: User, shared_dir: Path
+    victim: User, hostile: User, sticky_dir: Path
 ) -> None:
-    prefix = shared_dir / "env"
+    prefix = sticky_dir / "env"
     ok(sqenv("create", prefix, "six", "--python", "/usr/bin/python3", "-q", user=victim))
-    as_user(hostile, f"echo '{{}}' > {shared_dir}/.env.sqenv-journal.tmp")
+    as_user(hostile, f"echo '{{}}' > {sticky_dir}/.env.sqenv-journal.tmp")
     env = {"SQENV_TEST_NO_RENAME_EXCHANGE": "1"}
     proc = sqenv("create", prefix, "six", "--force", "--python", "/usr/bin/python3", "-q", user=victim, env=env)
     assert proc.returncode == 3, proc
@@ -348,7 +348,7 @@ def test_planted_journal_is_one_clear_line_and_the_old_install_stays(
     assert ok(run([str(prefix / "bin" / "python"), "-c", "import six; print('old')"], user=victim)).stdout == "old\n"
 
 
-def test_remove_tree_never_chmods_through_a_symlink(victim: User, shared_dir: Path) -> None:
+def test_remove_tree_never_chmods_through_a_symlink(victim: User, sticky_dir: Path) -> None:
     """A venv tree (lib64 -> lib) with a read-only directory, removed by its ordinary owner (root's rm
     would not need the fallback): removed whole, a link's target outside untouched."""
     code = """
@@ -363,6 +363,6 @@ tree = base / "tree"; (tree / "lib" / "ro").mkdir(parents=True)
 remove_tree(tree)
 print(tree.exists(), oct(outside.stat().st_mode & 0o777))
 """
-    ok(run(["chown", f"{victim.uid}:{victim.gid}", str(shared_dir)]))
-    out = ok(run([sys.executable, "-c", code, str(shared_dir)], user=victim)).stdout.split()
+    ok(run(["chown", f"{victim.uid}:{victim.gid}", str(sticky_dir)]))
+    out = ok(run([sys.executable, "-c", code, str(sticky_dir)], user=victim)).stdout.split()
     assert out == ["False", "0o555"]
