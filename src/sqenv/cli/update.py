@@ -17,7 +17,8 @@ from sqenv.inputs.requirements import check_file, check_spec
 from sqenv.publish import metadata, versions
 from sqenv.publish.layout import Install
 from sqenv.ui import UI
-from sqenv.update.apply import Change, Options, compact, update
+from sqenv.update.apply import Change, Options, update
+from sqenv.update.compact import compact
 
 
 def _pack_options(p: argparse.ArgumentParser) -> None:
