@@ -23,7 +23,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sqenv import __version__
+from sqenv import __version__, snippets
 from sqenv.engines import RUNTIMES
 from sqenv.errors import BuildError, InputError, ToolMissing
 from sqenv.inputs import BuildSpec, WrapInputs
@@ -39,19 +39,6 @@ CONTAINER = "container.sif"
 """The container image the apptainer engine runs an install's programs in (see engines/apptainer.sh)."""
 
 # Lists `DIR<TAB>NAME` for each executable under the paths given, with the container's own sh.
-_LIST = r"""
-for p in "$@"; do
-    if [ -d "$p" ]; then
-        for f in "$p"/*; do
-            [ -f "$f" ] && [ -x "$f" ] && printf '%s\t%s\n' "$p" "${f##*/}"
-        done
-    elif [ -f "$p" ] && [ -x "$p" ]; then
-        printf '%s\t%s\n' "${p%/*}" "${p##*/}"
-    else
-        printf '\t%s\n' "$p"
-    fi
-done
-"""
 
 
 def runtime() -> str:
@@ -85,7 +72,7 @@ def container_paths(given: list[str]) -> tuple[str, ...]:
 
 def list_programs(exe: str, image: Path, paths: tuple[str, ...]) -> list[tuple[str, str]]:
     """(directory, name) of each program under PATHS inside the container; the first directory wins a name."""
-    argv = [exe, "-s", "exec", str(image), "/bin/sh", "-c", _LIST, "sh", *paths]
+    argv = [exe, "-s", "exec", str(image), "/bin/sh", "-c", snippets.text("sif-programs.sh"), "sh", *paths]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=600, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:

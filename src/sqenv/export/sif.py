@@ -40,7 +40,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sqenv import __version__
+from sqenv import __version__, snippets
 from sqenv.errors import BuildError, InputError, PrefixError, ToolMissing, UsageError
 from sqenv.export import provenance, sifreader
 from sqenv.launch import IMAGE_MARKER, MOUNT_PATH
@@ -112,15 +112,12 @@ def _exec(exe: str, base: Path, argv: list[str], what: str) -> subprocess.Comple
         raise BuildError(f"{what} timed out") from None
 
 
-_PYCHECK = 'test -x "$1" && exec "$1" -c "import sys; print(\'%d.%d\' % sys.version_info[:2])"'
-
-
 def check_python(exe: str, base: Path, python: dict | None) -> None:
     """A pip environment's bin/python links to its base interpreter: the base image must have the same one."""
     if not python or not python.get("executable") or python.get("manager") == "conda":
         return
     path, version = python["executable"], ".".join(str(python.get("version", "")).split(".")[:2])
-    proc = _exec(exe, base, ["/bin/sh", "-c", _PYCHECK, "sh", path], "checking the base image's Python")
+    proc = _exec(exe, base, snippets.sh("sif-python.sh", path), "checking the base image's Python")
     found = proc.stdout.strip() if proc.returncode == 0 else ""
     if found != version:
         seen = f"Python {found}" if found else "no such Python"
@@ -150,14 +147,6 @@ def env_script(prefix: Path, tree: Path) -> str:
         'case ":$PATH:" in *":$SQENV_PREFIX/bin:"*) ;; *) PATH=$SQENV_PREFIX/bin${PATH:+:$PATH} ;; esac\n'
         "export PATH\n" + _activation(tree)
     )
-
-
-RUN = """#!/bin/sh
-# sqenv: `apptainer run IMAGE ARGS` runs the environment's python with ARGS (a shell if it has none)
-if [ -x "$SQENV_PREFIX/bin/python" ]; then exec "$SQENV_PREFIX/bin/python" "$@"; fi
-if [ "$#" -eq 0 ]; then exec /bin/sh; fi
-exec "$@"
-"""
 
 
 def labels(inside: Path, data: dict, version: dict, lock_text: str, base: Path) -> dict[str, str]:
@@ -258,7 +247,7 @@ def _build(install: Install, data: dict, version: dict, base: Path, layer: Path,
     for point in mount_points:
         (root / point.lstrip("/")).mkdir(parents=True, exist_ok=True)
     (root / ENV_SCRIPT).write_text(env_script(inside, tree))
-    (root / RUNSCRIPT).write_text(RUN)
+    (root / RUNSCRIPT).write_text(snippets.text("sif-run.sh"))
     (root / RUNSCRIPT).chmod(0o755)
     label_file = root / LABELS
     try:

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqenv import snippets
 from sqenv.errors import PrefixError, SqenvError, ToolMissing, UsageError
 from sqenv.publish import metadata
 from sqenv.publish.layout import Install
@@ -117,27 +118,6 @@ class Nodes:
         return proc
 
 
-# Each node: make the directory (ours, private), or fail if someone else owns it.
-_MKDIR = (
-    'umask 077; mkdir -p "$1" 2>/dev/null; [ ! -L "$1" ] && [ -d "$1" ] && [ -O "$1" ] && [ -w "$1" ] || '
-    '{ echo "${SLURMD_NODENAME:-$(hostname)}: cannot use $1 (missing, a symlink, not writable or not yours)" >&2;'
-    " exit 1; }"
-)
-# Each node: copy from the shared file system (the fallback when sbcast fails).
-_COPY = 'cp -f -- "$1" "$2"'
-# Each node: check "SHA TMP" pairs, then rename TMP -> FINAL; one line per node.
-_VERIFY = """node=${SLURMD_NODENAME:-$(hostname)}; dir=$1; shift
-while [ "$#" -ge 3 ]; do
-    if [ "$(sha256sum < "$dir/$2" | cut -d' ' -f1)" != "$1" ]; then
-        echo "$node: $3: checksum mismatch" >&2; rm -f "$dir/$2"; exit 1
-    fi
-    mv -f "$dir/$2" "$dir/$3" || exit 1
-    shift 3
-done
-echo "$node: ok"
-"""
-
-
 def stage(
     prefix: Path,
     ui: UI,
@@ -160,7 +140,7 @@ def stage(
     size = sum(layer.size for layer in layers)
     tmp = f".tmp-{os.getpid()}"
     with ui.phase(f"Staging {size / 1e6:,.1f} MB to {directory} on {count} node(s)"):
-        nodes.each(_MKDIR, directory, what=f"creating `{directory}`")
+        nodes.each(snippets.text("slurm-mkdir.sh"), directory, what=f"creating `{directory}`")
         used = "sbcast" if method in ("auto", "sbcast") else "srun cp"
         for layer in layers:
             source, target = str(install.image(layer.file)), f"{directory}/{layer.file}{tmp}"
@@ -172,9 +152,11 @@ def stage(
                     ui.detail(f"sbcast failed ({(proc.stderr or proc.stdout).strip()[-200:]}); using srun + cp")
                     used = "srun cp"
             if used == "srun cp":
-                nodes.each(_COPY, source, target, what=f"copying `{layer.file}`")
+                nodes.each(snippets.text("slurm-copy.sh"), source, target, what=f"copying `{layer.file}`")
         pairs = [arg for layer in layers for arg in (layer.sha256, layer.file + tmp, layer.file)]
-        proc = nodes.each(_VERIFY, directory, *pairs, what="checking the staged copies (sha256)")
+        proc = nodes.each(
+            snippets.text("slurm-verify.sh"), directory, *pairs, what="checking the staged copies (sha256)"
+        )
         ok = [line for line in proc.stdout.splitlines() if line.endswith(": ok")]
         if len(ok) != count:
             raise StageError(f"only {len(ok)} of {count} nodes confirmed the staged copy", None, proc.stdout)

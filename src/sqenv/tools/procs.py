@@ -22,21 +22,12 @@ import os
 import signal
 import subprocess
 
+from sqenv import snippets
+
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl  # resolved here: the child between fork and exec only calls it
 _pipe: int | None = None
-
-_WATCHDOG = r"""
-pgs=' '
-while read -r op pg; do
-  case "$op $pgs" in
-    "+ "*) pgs="$pgs$pg " ;;
-    "- "*" $pg "*) pgs="${pgs%% $pg *} ${pgs#* $pg }" ;;
-  esac
-done
-for pg in $pgs; do kill -KILL -- "-$pg" 2>/dev/null; done
-"""
 
 
 def die_with_parent(parent: int | None = None) -> None:
@@ -51,7 +42,7 @@ def _send(line: str) -> None:
     if _pipe is None:
         read, write = os.pipe()  # both ends close-on-exec: no tool keeps the write end open
         try:
-            subprocess.Popen(["/bin/sh", "-c", _WATCHDOG], stdin=read, stdout=subprocess.DEVNULL,
+            subprocess.Popen(["/bin/sh", "-c", snippets.text("watchdog.sh")], stdin=read, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         except OSError:
             os.close(write)

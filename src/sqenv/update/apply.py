@@ -19,6 +19,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from sqenv import snippets
 from sqenv.builders import BuildContext, BuildResult, scripts
 from sqenv.builders.base import builder_for
 from sqenv.errors import InputError
@@ -32,9 +33,7 @@ __all__ = ["Change", "Options", "update"]
 
 def _programs(ctx: BuildContext) -> list[str]:
     """The merged bin/ seen at the mount path, classified by `launchers.programs`."""
-    script = ('cd "$1/bin" 2>/dev/null || exit 0; for f in * .[!.]*; do if [ -L "$f" ]; then echo "L $f"; '
-              'elif [ -f "$f" ] && [ -x "$f" ]; then echo "X $f"; fi; done')  # fmt: skip
-    out = ctx.run(["/bin/sh", "-c", script, "sh", ctx.mount_path], what="listing the programs")
+    out = ctx.run(snippets.sh("update-programs.sh", ctx.mount_path), what="listing the programs")
     fake = ctx.workdir / "programs"
     (fake / "bin").mkdir(parents=True)
     for line in out.splitlines():

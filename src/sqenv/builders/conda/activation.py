@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sqenv import snippets
 from sqenv.builders import ENVIRON_SOURCE
 from sqenv.builders.base import BuildContext
 from sqenv.launch import template
@@ -83,44 +84,29 @@ def mark_externally_managed(staging: Path) -> None:
             marker.write_text(EXTERNALLY_MANAGED)
 
 
-_GATHER = r"""
-import glob, json, os, subprocess, sys
-root = sys.argv[1]
-def read(path):
-    try:
-        with open(path, errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
-def files(sub, suffix):
-    d = os.path.join(root, sub)
-    return sorted(n for n in os.listdir(d) if n.endswith(suffix)) if os.path.isdir(d) else []
-print(json.dumps({
-    "env_vars": {n: read(os.path.join(root, "etc/conda/env_vars.d", n))
-                 for n in files("etc/conda/env_vars.d", ".json")},
-    "scripts": {n: subprocess.run(["/bin/sh", "-n", os.path.join(root, "etc/conda/activate.d", n)],
-                                  capture_output=True).returncode == 0 for n in files("etc/conda/activate.d", ".sh")},
-    "state": read(os.path.join(root, "conda-meta/state")),
-    "activate": read(os.path.join(root, sys.argv[2])),
-    "unmarked": [os.path.relpath(os.path.dirname(p), root) for p in glob.glob(root + "/lib/python3*/os.py")
-                 if not os.path.exists(os.path.join(os.path.dirname(p), "EXTERNALLY-MANAGED"))],
-}))
-"""
-
-
 def _copy_in(ctx: BuildContext, pairs: list[tuple[Path, str]], what: str) -> None:
     """Write files at the mount path (through the overlay, so they land in the upper directory)."""
     if not pairs:
         return
-    script = 'while [ $# -gt 0 ]; do mkdir -p "${2%/*}" && cp "$1" "$2" || exit 1; shift 2; done'
-    ctx.run(["/bin/sh", "-c", script, "sh", *(x for src, dest in pairs for x in (str(src), dest))], what=what)
+    ctx.run(
+        [
+            "/bin/sh",
+            "-c",
+            snippets.text("conda-copy-in.sh"),
+            "sh",
+            *(x for src, dest in pairs for x in (str(src), dest)),
+        ],
+        what=what,
+    )
 
 
 def refresh_mounted(ctx: BuildContext, variables: dict[str, str] | None = None) -> None:
     """After an update: conda's `state` (the yml's `variables`), the activation script and the PEP 668
     marker of a new Python, each written only when it differs from what the environment has."""
     mount = ctx.mount_path
-    out = ctx.run([sys.executable, "-c", _GATHER, mount, ACTIVATE], what="reading the activation scripts")
+    out = ctx.run(
+        [sys.executable, "-c", snippets.text("conda_gather.py"), mount, ACTIVATE], what="reading the activation scripts"
+    )
     found = json.loads(out.strip().splitlines()[-1])
     writes: list[tuple[Path, str]] = []
     own: dict[str, str] = {}

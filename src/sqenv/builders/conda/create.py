@@ -22,6 +22,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from sqenv import snippets
 from sqenv.builders.base import BuildContext, BuildResult, Package
 from sqenv.builders.conda import mpi as conda_mpi
 from sqenv.builders.conda.activation import (
@@ -43,12 +44,6 @@ from sqenv.inputs.conda import (
 from sqenv.tools.diagnose import details as _details
 from sqenv.tools.diagnose import network
 from sqenv.ui import VERBOSE
-
-_PIP_LIST = (
-    "import json, importlib.metadata as m; print(json.dumps(sorted("
-    "(d.metadata['Name'], d.version) for d in m.distributions() if d.metadata['Name'] and "
-    "(d.read_text('INSTALLER') or '').strip() in ('uv', 'pip'))))"
-)
 
 
 # ------------------------------------------------------------ the worker
@@ -240,7 +235,9 @@ def _pip(ctx: BuildContext, lines: list[str], files: list[Path]) -> None:
 
 
 def pip_packages(ctx: BuildContext) -> list[Package]:
-    out = ctx.run([f"{ctx.mount_path}/bin/python", "-c", _PIP_LIST], what="listing the pip packages")
+    out = ctx.run(
+        [f"{ctx.mount_path}/bin/python", "-c", snippets.text("conda_pip_list.py")], what="listing the pip packages"
+    )
     return [Package(name=n, version=v, manager="pip") for n, v in json.loads(out.strip().splitlines()[-1])]
 
 
