@@ -341,7 +341,6 @@ def launcher_values(config: Config, mpi: str | None = None, ui: UI | None = None
         binds += [p for p in config.get("mpi_libraries") or prepend.split(":") if p not in binds]
     return {
         "SQENV_DEFAULT_ENGINE": config.get("engine"),
-        "SQENV_MPI": mode,
         "SQENV_LD_PREPEND": prepend,
         "SQENV_BIND_PATHS": ":".join(binds),
     }

@@ -33,7 +33,7 @@ def test_header_parser_reads_what_render_writes() -> None:
     assert parsed.get("SQENV_DEFAULT_ENGINE") == "apptainer"
     assert parsed.get("SQENV_ACTIVATE") == "1"
     assert parsed.overridable["SQENV_IDLE"] == ("SQENV_IDLE_TIMEOUT", "60")
-    assert "SQENV_MPI" in parsed.values
+    assert "SQENV_LD_PREPEND" in parsed.values and "SQENV_MPI" not in parsed.values  # nothing reads the mode
 
 
 def test_conda_kind_sets_conda_prefix(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ test sees them all: it walks the installed package, not a list, so a new `.sh` f
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 from importlib import resources
 from pathlib import Path
 
@@ -45,3 +47,21 @@ def test_no_shell_script_is_held_in_a_python_string() -> None:
         str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if suspicious.search(p.read_text(errors="replace"))
     ]
     assert found == []
+
+
+def test_watchdog_kills_the_groups_still_listed_when_sqenv_goes_away() -> None:
+    """The end of its input is sqenv dying: each group still listed is killed, a removed one is not.
+
+    No clock: a group the watchdog fails to kill runs its `sleep` to the end and exits 0."""
+    kept = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    gone = subprocess.Popen(["sleep", "1"], start_new_session=True)
+    try:
+        lines = f"+ {kept.pid}\n+ {gone.pid}\n- {gone.pid}\n"
+        subprocess.run(["/bin/sh", "-c", snippets.text("watchdog.sh")], input=lines, text=True, check=True)
+        assert kept.wait() == -signal.SIGKILL
+        assert gone.wait() == 0
+    finally:
+        for proc in (kept, gone):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

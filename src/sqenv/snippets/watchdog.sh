@@ -6,4 +6,5 @@ while read -r op pg; do
     "- "*" $pg "*) pgs="${pgs%% "$pg" *} ${pgs#* "$pg" }" ;;
   esac
 done
-for pg in $pgs; do kill -KILL -- "-$pg" 2>/dev/null; done
+# `kill -s NAME -- -PGID`: dash refuses `kill -KILL -- -PGID` ("Illegal number"), killing nothing
+for pg in $pgs; do kill -s KILL -- "-$pg" 2>/dev/null; done
