@@ -152,9 +152,11 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
     shutil.copy2(enter, install.enter)
     adopt(out, install.enter, executable=True)
     if spec.base_image:
-        from sqenv.builders.sif import add_container
+        from sqenv.builders.sif import add_container, container_dirs
 
-        add_container(out, spec.base_image, ui)
+        found = container_dirs(add_container(out, spec.base_image, ui))
+        if found is not None:  # host directories are not bound over these (engines/apptainer.sh)
+            launch["container_dirs"] = found
     launchers.write(install, [layer], names, activate=result.activate, options=launch)
     activation.write(out, spec.prefix.absolute(), spec.kind)
     data = {

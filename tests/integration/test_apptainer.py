@@ -405,6 +405,38 @@ def test_wrap_container_tykky_front_end(app, user, base_sif, work) -> None:
     assert ok(out).stdout.strip() == "/.sqenv-base"
 
 
+@pytest.fixture(scope="module")
+def vendor_sif(app: Apptainer, user: str, base_sif: Path, work: Path) -> Path:
+    """The base image with a program in /opt, where vendor images keep theirs (/opt/conda, /opt/rocm)."""
+    tree, out = work / "vendor-tree", work / "vendor.sif"
+    ok(run(app, user, ["apptainer", "-s", "build", "--sandbox", tree, base_sif], cwd=work, timeout=600))
+    script = 'mkdir -p "$1/opt/vendor/bin" && printf "#!/bin/sh\\necho hello from the vendor\\n" >"$1/$2"'
+    ok(run(app, user, ["sh", "-c", f'{script} && chmod 755 "$1/$2"', "sh", tree, "opt/vendor/bin/vhello"], cwd=work))
+    ok(run(app, user, ["apptainer", "-s", "build", out, tree], cwd=work, timeout=600))
+    return out
+
+
+def test_wrap_container_host_dirs_never_hide_its_own(app, user, vendor_sif, work) -> None:
+    """Issue 13: the host's /opt is not bound over the container's (non-empty) /opt; an empty
+    directory of the container (/home, /srv) still gets the host's; the site's bind_paths win."""
+    prefix = work / "vendor-wrapped"
+    ok(run(app, user, [*SQENV, "wrap", vendor_sif, "--prefix", prefix, "-w", "/opt/vendor/bin", "-q"], cwd=work))
+    assert launchers(prefix) == ["vhello"]
+    lines = (prefix / "launcher").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("SQENV_CONTAINER_DIRS="))
+    has = header.split("=", 1)[1].strip("'").split(":")
+    assert "/opt" in has and "/usr" in has and "/home" not in has and "/srv" not in has, header
+    # /opt named as a host directory (as the default scan of the host's / finds it): not bound
+    host_dirs = {"SQENV_APPTAINER_HOST_DIRS": f"{HOST_DIRS}:/opt"}
+    out = ok(run(app, user, [prefix / "bin" / "vhello"], env=host_dirs, cwd=work))
+    assert out.stdout.strip() == "hello from the vendor"
+    # the site's bind_paths are bound as named, even over the container's directories
+    launcher = prefix / "launcher"
+    launcher.write_text(launcher.read_text().replace("SQENV_BIND_PATHS=''", "SQENV_BIND_PATHS=/opt"))
+    proc = run(app, user, [prefix / "bin" / "vhello"], env=host_dirs, cwd=work)
+    assert proc.returncode != 0 and "hello from the vendor" not in proc.stdout
+
+
 def test_wrap_directory_relocates_it(app, user, tree, work, appenv) -> None:
     prefix = work / "wrapped-venv"
     ok(run(app, user, [*SQENV, "wrap", tree, "--prefix", prefix, "-w", "bin", "-q"]))
@@ -442,6 +474,9 @@ def test_wrap_directory_with_engine_and_base_image(app, user, tree, work) -> Non
     argv = [*SQENV, "wrap", tree, "--prefix", prefix, "-w", "bin", "--engine", "apptainer"]
     ok(run(app, user, [*argv, "--base-image", app.base_sif(user), "-q"]))
     assert (prefix / "container.sif").is_file()
+    # its top-level directories recorded at create time: host directories are not bound over them
+    lines = (prefix / "launcher").read_text().splitlines()
+    assert any(line.startswith("SQENV_CONTAINER_DIRS=") and ":/usr:" in line for line in lines)
     out = ok(run(app, user, [prefix / "bin" / "hello"], env={"SQENV_APPTAINER_HOST_DIRS": HOST_DIRS}))
     assert out.stdout.strip() == "hello /mnt/sqenv installed at /mnt/sqenv"
     code = "import os; print(os.environ['APPTAINER_CONTAINER'])"

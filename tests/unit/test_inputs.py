@@ -39,3 +39,20 @@ def test_externally_managed_marker(tmp_path: Path) -> None:
     mark_externally_managed(tmp_path)
     text = (stdlib / "EXTERNALLY-MANAGED").read_text()
     assert text.startswith("[externally-managed]\nError=") and "sqenv update" in text
+
+
+def test_compiler_flags_for_target_cpus() -> None:
+    from sqenv.inputs.cpu import compiler_flag
+
+    got = {n: compiler_flag(n) for n in ("x86_64", "x86_64_v3", "zen2", "zen3", "skylake_avx512", "neoverse_v1")}
+    assert got == {"x86_64": "-march=x86-64", "x86_64_v3": "-march=x86-64-v3", "zen2": "-march=znver2",
+                   "zen3": "-march=znver3", "skylake_avx512": "-march=skylake-avx512",
+                   "neoverse_v1": "-mcpu=neoverse-v1"}  # fmt: skip
+
+
+def test_packages_uv_built_from_source() -> None:
+    from sqenv.tools.progress import built_from_source
+
+    out = ("Resolved 3 packages in 35ms\n   Building cflagsprobe==1.0\n      Built cflagsprobe==1.0\n"
+           "      Built mine @ file:///src/mine\n      Built cflagsprobe==1.0\nInstalled 3 packages\n")  # fmt: skip
+    assert built_from_source(out) == ["cflagsprobe", "mine"]

@@ -17,6 +17,7 @@ from sqenv.builders import shims
 from sqenv.builders.base import BuildContext, BuildResult, Package
 from sqenv.builders.uv import uv
 from sqenv.errors import InputError
+from sqenv.inputs.cpu import check_level
 
 _PY_INFO = (
     "import json, os, sys, sysconfig; print(json.dumps({'version': '%d.%d.%d' % sys.version_info[:3],"
@@ -72,7 +73,19 @@ def build(ctx: BuildContext) -> BuildResult:
     found = site_packages(ctx.staging)
     if found is not None:
         shims.install(found)
-    return refresh(ctx, BuildResult(packages=[], python=info))
+    return refresh(ctx, BuildResult(packages=[], python=info, extra=target_record(ctx.spec)))
+
+
+def target_record(spec) -> dict:
+    """`--target-cpu` for the version record (`sqenv info`); launches check the target's x86-64 level
+    when sdists were compiled for it (`--optimize-sdists`), as code built with `-march` needs it."""
+    if not spec.target_cpu:
+        return {}
+    extra: dict = {"target_cpu": spec.target_cpu, "target_cpu_from": "--target-cpu"}
+    level = check_level(spec.target_cpu) if spec.optimize_sdists else None
+    if level:
+        extra["launch"] = {"cpu_level": level}
+    return extra
 
 
 def refresh(ctx: BuildContext, result: BuildResult) -> BuildResult:

@@ -19,6 +19,7 @@ apptainer engine (`--base-image`).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -119,6 +120,48 @@ def add_container(install_dir: Path, image: Path, ui: UI) -> Path:
     return target
 
 
+_ENTRY = re.compile(r"^(\S)\S*\s+\S+\s+.*? \d{4}-\d\d-\d\d \d\d:\d\d (/.*)$")
+
+
+def container_dirs(image: Path) -> str | None:
+    """The container's top-level entries a host directory must not be bound over, `:`-separated
+    (`/opt:/usr:...`): non-empty directories, and anything that is not a directory. Empty ones
+    (`/home`, `/mnt`, `/srv` of a Debian image) are left to the host: binding over them hides
+    nothing. Read from the image's squashfs with `unsquashfs -lls` (the SIF's partition at its
+    offset), without running the container, whose runtime would add its own mount points.
+    None when the image cannot be read that way (the launcher then binds as before)."""
+    from sqenv.export.sifreader import DATA_PARTITION, descriptors, is_sif
+
+    tool = shutil.which("unsquashfs")
+    if tool is None:
+        return None
+    offset = 0
+    try:
+        if is_sif(image):
+            part = next((d for d in descriptors(image) if d.datatype == DATA_PARTITION), None)
+            if part is None:
+                return None
+            offset = part.offset
+        proc = subprocess.run([tool, *(["-o", str(offset)] if offset else []), "-lls", "-d", "", str(image)],
+                              capture_output=True, text=True, errors="surrogateescape", timeout=600)  # fmt: skip
+    except (OSError, InputError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    has: set[str] = set()
+    for line in proc.stdout.splitlines():
+        m = _ENTRY.match(line)
+        if not m:
+            continue
+        kind, path = m.group(1), m.group(2)
+        if kind == "l":
+            path = path.split(" -> ", 1)[0]
+        parts = path.split("/")
+        if len(parts) > 2 or (len(parts) == 2 and parts[1] and kind != "d"):
+            has.add(parts[1])
+    return ":".join(f"/{name}" for name in sorted(has) if ":" not in name and "," not in name)
+
+
 def check_image(source: Path) -> Path:
     image = source.absolute()
     if not image.is_file():
@@ -152,6 +195,9 @@ def _wrap(source: Path, prefix: Path, image: Path, paths: tuple[str, ...], exe: 
         placed = add_container(out, image, ui)
         install = Install(out)
         launch = {"engine": "apptainer", "only_engine": "apptainer", "wrap_path": wrap_path}
+        found = container_dirs(placed)
+        if found is not None:  # host directories are not bound over these (engines/apptainer.sh)
+            launch["container_dirs"] = found
         launchers.write(install, [], names, activate=False, options=launch)
         activation.write(out, prefix.absolute(), "wrap")
         with ui.phase("Checksumming the container"):

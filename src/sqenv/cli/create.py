@@ -97,6 +97,12 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
         "[cpus]; conda solves pick builds for it, launches check it (config: target_cpu; default: this host's)",
     )
     p.add_argument(
+        "--optimize-sdists",
+        action="store_true",
+        help="pip packages uv builds from source get CFLAGS/CXXFLAGS -march=<the --target-cpu> (default: such "
+        "builds are generic, with a warning naming them)",
+    )
+    p.add_argument(
         "--engine",
         choices=CHOICES,
         help="how launchers run programs (default: config `engine`, else auto: embedded where it can, else apptainer)",
@@ -135,6 +141,7 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
         compression=args.compression or "zstd",
         mpi=args.mpi,
         target_cpu=getattr(args, "target_cpu", None),
+        optimize_sdists=getattr(args, "optimize_sdists", False),
         engine=getattr(args, "engine", None),
         base_image=args.base_image.absolute() if getattr(args, "base_image", None) else None,
         compression_level=args.compression_level,
@@ -156,6 +163,9 @@ def apply_build_config(args: argparse.Namespace) -> Config:
 def spec_from_args(args: argparse.Namespace) -> BuildSpec:
     config = apply_build_config(args)  # site/user config for build options; forced values win, with a warning
     args.target_cpu = resolve_cpu(args.target_cpu, config.get("cpus"))
+    if getattr(args, "optimize_sdists", False) and not args.target_cpu:
+        raise UsageError("`--optimize-sdists` needs the CPU to build for",
+                         "add `--target-cpu NAME` (e.g. zen3), or set `target_cpu` in the config")  # fmt: skip
     index = resolve_index(from_args(args), config, UI(level=QUIET if getattr(args, "quiet", False) else NORMAL))
     if index.no_index and not index.find_links:
         raise UsageError("`--no-index` leaves uv nowhere to find packages", "add `--find-links DIR`")

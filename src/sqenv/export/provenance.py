@@ -121,5 +121,8 @@ def for_build(spec, result, staging: Path, mount_path: str) -> dict:
             if hit:
                 p.update(hit)
     conda_lock = result.extra.get("lock") if isinstance(result.extra, dict) else None
-    return lock_document(kind=spec.kind, mount_path=mount_path, python=result.python, packages=packages,
-                         conda_lock=conda_lock, index=index)  # fmt: skip
+    doc = lock_document(kind=spec.kind, mount_path=mount_path, python=result.python, packages=packages,
+                        conda_lock=conda_lock, index=index)  # fmt: skip
+    if isinstance(result.extra, dict) and result.extra.get("target_cpu"):  # pip: `--target-cpu`
+        doc["target_cpu"] = result.extra["target_cpu"]
+    return doc

@@ -103,6 +103,7 @@ class BuildSpec:
     compression: str = "zstd"
     mpi: str | None = None
     target_cpu: str | None = None  # archspec name (`--target-cpu`, config); None: the build host's
+    optimize_sdists: bool = False  # uv builds sdists with CFLAGS/CXXFLAGS `-march=` for target_cpu
     engine: str | None = None
     base_image: Path | None = None
     compression_level: int | None = None

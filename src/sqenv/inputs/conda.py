@@ -239,6 +239,7 @@ def _common(args: argparse.Namespace) -> dict:
         "compression": args.compression or "zstd",
         "mpi": getattr(args, "mpi", None),
         "target_cpu": getattr(args, "target_cpu", None),
+        "optimize_sdists": getattr(args, "optimize_sdists", False),  # for the `pip:` part's sdists
         "engine": getattr(args, "engine", None),
         "base_image": args.base_image.absolute() if getattr(args, "base_image", None) else None,
         "compression_level": args.compression_level,

@@ -37,6 +37,27 @@ OTHER: dict[str, str] = {
 }  # fmt: skip
 
 
+#: archspec names whose GCC `-march` name differs (others: `_` -> `-`, e.g. `x86_64_v3` -> `x86-64-v3`)
+_GCC = {
+    "x86_64": "x86-64", "zen": "znver1", "zen2": "znver2", "zen3": "znver3", "zen4": "znver4", "zen5": "znver5",
+    "bulldozer": "bdver1", "piledriver": "bdver2", "steamroller": "bdver3", "excavator": "bdver4",
+    "k10": "amdfam10", "mic_knl": "knl", "icelake": "icelake-server",
+}  # fmt: skip
+
+
+def compiler_flag(name: str) -> str:
+    """The GCC/Clang flag that compiles for `name` (`--optimize-sdists`): `-march=znver3`,
+    `-march=x86-64-v3`; on aarch64 and ppc64le `-mcpu=` (GCC's spelling there)."""
+    if name in X86_64_LEVELS:
+        return f"-march={_GCC.get(name, name.replace('_', '-'))}"
+    other = {"aarch64": "-march=armv8-a", "ppc64le": "-mcpu=power8", "thunderx2": "-mcpu=thunderx2t99"}
+    if name in other:
+        return other[name]
+    if name.startswith("armv8."):  # armv8.2a -> -march=armv8.2-a
+        return f"-march={name[:-1]}-{name[-1]}"
+    return f"-mcpu={name.replace('_', '-').removesuffix('le')}"  # neoverse-v1, a64fx, power9
+
+
 def family(name: str) -> str:
     return "x86_64" if name in X86_64_LEVELS else OTHER.get(name, "?")
 

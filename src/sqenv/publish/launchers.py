@@ -33,7 +33,8 @@ def render(
 
     `options` are the install's own launch settings, recorded in its version
     record (`launch`): `mpi`, `engine` (default), `only_engine` (forced),
-    `mount_path`, `wrap_path` (where a wrapped container's programs are). Site and user config
+    `mount_path`, `wrap_path` (where a wrapped container's programs are), `container_dirs` (the
+    top-level directories of PREFIX/container.sif that host directories must not hide). Site and user config
     fill the rest (engine order, MPI library directories, idle timeout,
     runtime and staging directories); forced config values win.
     """
@@ -50,6 +51,8 @@ def render(
         values["SQENV_DEFAULT_ENGINE"] = options["engine"]
     if options.get("wrap_path"):
         values["SQENV_WRAP_PATH"] = options["wrap_path"]
+    if options.get("container_dirs") is not None:  # the container's own top-level entries: no host binds over them
+        values["SQENV_CONTAINER_DIRS"] = options["container_dirs"]
     if options.get("cpu_level"):  # built for a CPU: the helper checks the node has its instructions
         values["SQENV_CPU_LEVEL"] = options["cpu_level"]
     head = [

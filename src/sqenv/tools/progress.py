@@ -22,6 +22,19 @@ _BUILD = re.compile(r"^\s*Building (\S+)")
 _BUILT = re.compile(r"^\s*Built (\S+)")
 
 
+def built_from_source(output: str) -> list[str]:
+    """Packages uv built from an sdist or a source tree (`Built NAME==1.0`, `Built NAME @ file://...`),
+    from the output of `uv pip install -v`, in order, once each."""
+    names: list[str] = []
+    for line in output.splitlines():
+        m = _BUILT.match(line)
+        if m:
+            name = re.split(r"==| @ ", m.group(1))[0]
+            if name not in names:
+                names.append(name)
+    return names
+
+
 class UvProgress:
     """Counts of packages resolved, downloaded and installed, from `uv pip install -v`."""
 
