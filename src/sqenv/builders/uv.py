@@ -15,12 +15,12 @@ from sqenv.tools.progress import UvProgress, built_from_source
 
 def uv(ctx: BuildContext, argv: list[str], what: str) -> str:
     """Run uv in the build namespace: package sources from the spec, its progress read for the
-    display, a failure reported by its cause (`sqenv.tools.diagnose`). No hard links into uv's cache
-    when a post-install script may rewrite files in place, or in an update (its target is an overlay)."""
+    display, a failure reported by its cause (`sqenv.tools.diagnose`)."""
     exe = find_uv_bin()
-    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
-    if ctx.mode == "update" or ctx.spec.post_install:
-        env["UV_LINK_MODE"] = "copy"
+    # Copies, always: the target is the staging directory bound at the image path, another mount
+    # than uv's cache, so a hard link (or reflink) fails with EXDEV for every file before uv falls
+    # back; an update's target is an overlay, and a post-install script may rewrite files in place.
+    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", "UV_LINK_MODE": "copy"}
     progress = None
     installing = argv[:2] == ["pip", "install"]
     if argv[0] == "venv":  # --seed fetches pip from the index
