@@ -307,6 +307,22 @@ def _start(nodes: int | None = None) -> SlurmCluster | str:
     return SlurmCluster(multi_node=multi, multi_reason=reason, partitions=partitions, multi_nodes=multi_nodes)
 
 
+def _nodes_see_checkout(cluster: SlurmCluster) -> bool:
+    """Each multi node still shows this checkout when it lives under /tmp (node-private there):
+    looked up through the node's slurmd's own mount namespace (/proc/PID/root)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if not str(checkout).startswith("/tmp/"):
+        return True
+    for node in cluster.multi_nodes:
+        try:
+            pid = int((RUN_DIR / f"slurmd-{node}.pid").read_text())
+        except (OSError, ValueError):
+            return False
+        if not Path(f"/proc/{pid}/root{checkout}/tests").is_dir():
+            return False
+    return True
+
+
 def ensure_slurm(nodes: int | None = None) -> SlurmCluster:
     """Start the test cluster once per process and return it.
 
@@ -317,6 +333,8 @@ def ensure_slurm(nodes: int | None = None) -> SlurmCluster:
     global _cached
     if nodes and isinstance(_cached, SlurmCluster) and len(_cached.multi_nodes) < nodes:
         _cached = None  # restart with more nodes
+    if isinstance(_cached, SlurmCluster) and not _nodes_see_checkout(_cached):
+        _cached = None  # a node was restarted meanwhile without this checkout: slurm.sh mends it
     if _cached is None:
         _cached = _start(nodes)
     if isinstance(_cached, str):
