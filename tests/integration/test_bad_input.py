@@ -176,6 +176,8 @@ def test_interrupt_in_any_phase_leaves_nothing(
         [*SQENV, "create", str(prefix), "numpy", "--python", BASE_PYTHON, "--build-dir", str(build_dir)],
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a test run started in the background would pass SIGINT on ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = []
     for line in proc.stderr:
