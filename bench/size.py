@@ -363,6 +363,7 @@ def bench_size(name: str, work: Path, args: argparse.Namespace) -> dict:
     med = statistics.median
     plain_s, create_s = med(r.seconds for r in plain_runs), med(r.seconds for r in sqenv_runs)
     update_s = med(r.seconds for r in updates)
+    median_run = sorted(sqenv_runs, key=lambda r: r.seconds)[len(sqenv_runs) // 2]  # its steps are shown
     result = {
         "size": name,
         "packages": packages,
@@ -373,8 +374,9 @@ def bench_size(name: str, work: Path, args: argparse.Namespace) -> dict:
         "plain_median_s": plain_s,
         "create_median_s": create_s,
         "create_ratio": create_s / plain_s,
-        "create_phases_s": phases(sqenv_runs[-1].log, sqenv_runs[-1].seconds),
-        "pack_mb_per_s": pack_rate(sqenv_runs[-1].log),
+        "create_phases_s": phases(median_run.log, median_run.seconds),
+        "create_phases_all_s": [phases(r.log, r.seconds) for r in sqenv_runs],
+        "pack_mb_per_s": pack_rate(median_run.log),
         "uv_copied_not_linked": copied,
         "probe_create_s": probe.seconds,
         "installed_bytes": installed,
@@ -412,7 +414,7 @@ def table(results: list[dict]) -> list[str]:
         ("`sqenv create`", lambda r: f"{r['create_median_s']:.1f} s", "-"),
         ("create / plain", lambda r: f"**{r['create_ratio']:.2f}×**", f"≤ {g['create']}×"),
         (
-            "create: where the time goes",
+            "create: where the time goes (s, median run)",
             lambda r: ", ".join(f"{k} {v:.1f}" for k, v in r["create_phases_s"].items()) or "-",
             "-",
         ),
@@ -482,7 +484,7 @@ def main() -> int:
             sys.exit(f"bench: `{tool}` is needed")
     work = Path(tempfile.mkdtemp(prefix="sqenv-size-", dir=args.workdir))
     results = []
-    started = time.time()
+    started, load_before = time.time(), os.getloadavg()
     try:
         for size in sizes:
             results.append(bench_size(size, work, args))
@@ -493,7 +495,8 @@ def main() -> int:
     header = (
         f"sqenv size benchmark — {platform.node()}: {platform.platform()}, {os.cpu_count()} cores, "
         f"base {BASE}, uv cache warm, {args.runs} alternating builds each (median), imports median of "
-        f"{args.import_runs}; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"{args.import_runs}; load average (1, 5, 15 min) at the start {' '.join(f'{x:.2f}' for x in load_before)}, "
+        f"at the end {' '.join(f'{x:.2f}' for x in load)}; "
         f"took {(time.time() - started) / 60:.1f} min"
     )
     lines = [header, "", *table(results)]
