@@ -271,7 +271,12 @@ def unmount_under(root: Path) -> None:
         if point.startswith(str(root) + "/") or point == str(root):
             subprocess.run(["fusermount3", "-u", point], check=False, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 5
-    while root.exists() and any(p.is_dir() for p in root.iterdir()) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        try:  # the server's watcher removes its mount point, and the runtime dir with the last one
+            if not any(entry.is_dir() for entry in os.scandir(root)):
+                return
+        except FileNotFoundError:
+            return
         time.sleep(0.02)
 
 
