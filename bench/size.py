@@ -264,14 +264,15 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
-def unmount_under(root: Path) -> None:
-    """Unmount the image servers' mounts below `root` (ours: we made `root`) and wait for their cleanup."""
+def unmount_under(root: Path, wait: bool = True) -> None:
+    """Unmount the image servers' mounts below `root` (ours: we made `root`); `wait` for a runtime dir
+    to be cleaned up by the servers' watchers."""
     for line in open("/proc/self/mountinfo"):
         point = line.split()[4]
         if point.startswith(str(root) + "/") or point == str(root):
             subprocess.run(["fusermount3", "-u", point], check=False, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    while wait and time.monotonic() < deadline:
         try:  # the server's watcher removes its mount point, and the runtime dir with the last one
             if not any(entry.is_dir() for entry in os.scandir(root)):
                 return
@@ -494,7 +495,7 @@ def main() -> int:
         for size in sizes:
             results.append(bench_size(size, work, args))
     finally:
-        unmount_under(work)
+        unmount_under(work, wait=False)
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
     header = (
