@@ -112,8 +112,17 @@ def tree_rss(root: int) -> tuple[int, int, str]:
 
 def disk_usage(root: Path) -> int:
     """Bytes allocated under `root` (st_blocks, hard links once); files may vanish while walking."""
+    return disk_usage_linked(root)[0]
+
+
+def disk_usage_linked(root: Path) -> tuple[int, int]:
+    """(bytes allocated under `root`, of which in files with more than one link).
+
+    In a build directory, a file with several links shares its blocks with uv's
+    cache (uv hard-links from it where it can): those bytes are not new disk use.
+    """
     seen: set[tuple[int, int]] = set()
-    total = 0
+    total = linked = 0
     stack = [str(root)]
     while stack:
         path = stack.pop()
@@ -130,10 +139,12 @@ def disk_usage(root: Path) -> int:
                         if (st.st_dev, st.st_ino) in seen:
                             continue
                         seen.add((st.st_dev, st.st_ino))
+                        if not entry.is_dir(follow_symlinks=False):
+                            linked += st.st_blocks * 512
                     total += st.st_blocks * 512
         except OSError:
             continue
-    return total
+    return total, linked
 
 
 def count_files(root: Path) -> int:
@@ -152,8 +163,9 @@ class Run:
     maxrss: int = 0  # bytes, largest child's peak (ru_maxrss of the wrapper's children)
     disk_peaks: dict[str, int] = field(default_factory=dict)  # label -> bytes
     disk_total_peak: int = 0
+    linked_peak: int = 0  # bytes of the first disk path in multiply-linked files, at most
     log: str = ""
-    pid: int = 0  # of the measured command (sqenv names its log after it)
+    pid: int = 0  # of the measured command
 
 
 def measure(
@@ -184,7 +196,11 @@ def measure(
         def sample_disk() -> None:
             assert disk is not None
             while not stop.is_set():
-                sizes = {label: disk_usage(path) for label, path in disk.items()}
+                sizes, first = {}, True
+                for label, path in disk.items():
+                    sizes[label], linked = disk_usage_linked(path)
+                    if first:
+                        run.linked_peak, first = max(run.linked_peak, linked), False
                 for label, size in sizes.items():
                     run.disk_peaks[label] = max(run.disk_peaks.get(label, 0), size)
                 run.disk_total_peak = max(run.disk_total_peak, sum(sizes.values()))
@@ -245,17 +261,6 @@ def pack_rate(log: str) -> float | None:
     if not match or float(match.group(2)) == 0:
         return None
     return float(match.group(1).replace(",", "")) / float(match.group(2))
-
-
-def copied_not_linked(pid: int) -> bool | None:
-    """Did uv fall back from hard links to copies in the create run by process `pid` (its log)?"""
-    from sqenv.launch.helper import cache_dir
-
-    found = list((cache_dir() / "logs").glob(f"*-create-{pid}.log"))
-    if not found:
-        return None
-    text = found[0].read_text(errors="replace")
-    return "Failed to hardlink" in text or "falling back to full copy" in text
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -336,7 +341,6 @@ def bench_size(name: str, work: Path, args: argparse.Namespace) -> dict:
             step()
         say(f"pair {i + 1}: plain {plain_runs[-1].seconds:.1f} s, sqenv {sqenv_runs[-1].seconds:.1f} s")
 
-    copied = copied_not_linked(sqenv_runs[-1].pid)
     installed = disk_usage(venv)
     installed_files = count_files(venv)
     image = sum(p.stat().st_size for p in install.glob("*.sqfs"))
@@ -383,7 +387,7 @@ def bench_size(name: str, work: Path, args: argparse.Namespace) -> dict:
         "create_phases_s": phases(median_run.log, median_run.seconds),
         "create_phases_all_s": [phases(r.log, r.seconds) for r in sqenv_runs],
         "pack_mb_per_s": pack_rate(median_run.log),
-        "uv_copied_not_linked": copied,
+        "build_dir_linked_peak": probe.linked_peak,
         "probe_create_s": probe.seconds,
         "installed_bytes": installed,
         "installed_files": installed_files,
@@ -426,8 +430,8 @@ def table(results: list[dict]) -> list[str]:
         ),
         ("pack throughput", lambda r: f"{r['pack_mb_per_s']:.0f} MB/s" if r["pack_mb_per_s"] else "-", "-"),
         (
-            "uv in sqenv: hard links to its cache",
-            lambda r: {True: "no: EXDEV, full copy", False: "yes", None: "?"}[r["uv_copied_not_linked"]],
+            "build dir: bytes hard-linked (shared with uv's cache)",
+            lambda r: mb(r["build_dir_linked_peak"]) + (" (all copied)" if r["build_dir_linked_peak"] < 1e6 else ""),
             "-",
         ),
         ("peak RSS, whole tree: plain", lambda r: mb(r["plain_tree_peak"]), "-"),
