@@ -3,7 +3,7 @@
 
 Timings alternate between the two, so a busy machine slows both alike.
 
-    python bench/core.py [--packages numpy scipy pandas matplotlib] [--runs 20] [--workdir DIR]
+    python bench/core.py [--packages numpy scipy pandas matplotlib] [--runs 20] [--repeat 5] [--workdir DIR]
 
 Prints one table of figures and ratios measured in this run (medians of
 --runs repetitions where timing). Nothing here asserts: targets are printed
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from uv import find_uv_bin
@@ -141,149 +142,198 @@ def syscalls_touching(prefix: Path, argv: list[str], env: dict | None = None) ->
     return host, len(named)
 
 
+@dataclass
+class Row:
+    """One measure of one run: the plain venv's figure, sqenv's, and how they compare."""
+
+    name: str
+    plain: float | None
+    sqenv: float
+    unit: str  # "s", "ms", "MB", "n"
+    compare: str  # "ratio", "delta" (sqenv - plain), "over" (sqenv - base, for counts), "none"
+    target: str
+    base: float = 0.0
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "MB":
+        return f"{value:,.1f} MB"
+    return f"{value:,.0f}"
+
+
+def compared(row: Row) -> float | None:
+    if row.compare == "over":
+        return row.sqenv - row.base
+    if row.plain is None or row.compare == "none":
+        return None
+    if row.compare == "ratio":
+        return row.sqenv / row.plain
+    return row.sqenv - row.plain
+
+
+def fuse_requests(server: list[str], image: Path, mnt: Path, argv_of) -> dict[str, int]:
+    """FUSE requests by type during one warm run of `argv_of(mnt)` (the server's debug output)."""
+    mnt.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
+        proc = subprocess.Popen([*server, str(image), str(mnt)], stderr=log, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.ismount(mnt) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            subprocess.run(argv_of(mnt), check=True, stdout=subprocess.DEVNULL)  # warm the caches
+            log.flush()
+            start = os.path.getsize(log.name)
+            subprocess.run(argv_of(mnt), check=True, stdout=subprocess.DEVNULL)
+            time.sleep(0.2)
+            log.seek(start)
+            counts: dict[str, int] = {}
+            for op in re.findall(r"^unique: \d+, opcode: (\w+)", log.read(), re.M):
+                counts[op] = counts.get(op, 0) + 1
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=False, capture_output=True)
+            proc.wait(timeout=10)
+    return counts
+
+
+def one_run(args: argparse.Namespace, work: Path) -> tuple[list[Row], dict[str, dict[str, int]]]:
+    """Build both ways and measure everything once (timings alternate inside)."""
+    venv, install = work / "venv", work / "install"
+    rows: list[Row] = []
+    builds: list[tuple[float, float, float, float]] = []
+    for i in range(args.build_runs):  # alternating, the last pair is kept for the rest
+        if i:
+            shutil.rmtree(venv)
+            shutil.rmtree(install)
+        builds.append((*measured(plain_venv(venv, args.packages)), *measured(sqenv_create(install, args.packages))))
+    rows.append(Row("build time (warm uv cache)", statistics.median(b[0] for b in builds),
+                    statistics.median(b[2] for b in builds), "s", "ratio", "<= 1.25x"))  # fmt: skip
+    rows.append(Row("build: peak memory of one process", max(b[1] for b in builds), max(b[3] for b in builds),
+                    "MB", "ratio", "-"))  # fmt: skip
+    programs = sum(1 for p in (install / "bin").iterdir() if p.is_symlink())
+    rows.append(Row(f"files on disk (programs: {programs})", count_files(venv), count_files(install), "n", "plus",
+                    "<= programs + 9 (5 + 3 activate scripts + bin)"))  # fmt: skip
+    image = sum(p.stat().st_size for p in install.glob("*.sqfs"))
+    rows.append(Row("size (image / installed)", tree_size(venv) / 1e6, image / 1e6, "MB", "ratio", "<= 0.32"))
+
+    py_venv, py_inst = str(venv / "bin" / "python"), str(install / "bin" / "python")
+    runtime = work / "rt"
+    env = dict(os.environ, SQENV_RUNTIME_DIR=str(runtime))
+    subprocess.run([py_inst, "-c", "pass"], env=env, check=True)  # mount it
+    t_plain, t_warm = side_by_side([py_venv, "-c", "pass"], [py_inst, "-c", "pass"], args.runs, env)
+    rows.append(Row("`python -c pass`, warm", t_plain * 1e3, t_warm * 1e3, "ms", "delta", "<= +3 ms"))
+
+    def unmount() -> None:
+        for line in open("/proc/self/mountinfo"):
+            point = line.split()[4]
+            if point.startswith(str(runtime)):
+                subprocess.run(["fusermount3", "-u", point], check=False)
+        deadline = time.monotonic() + 5
+        while runtime.exists() and any(runtime.glob("*/")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    t_cold = median_time([py_inst, "-c", "pass"], max(5, args.runs // 2), env, before=unmount)
+    rows.append(Row("`python -c pass`, cold (mounts)", t_plain * 1e3, t_cold * 1e3, "ms", "delta", "<= +25 ms"))
+    subprocess.run([py_inst, "-c", "pass"], env=env, check=True)
+    i_plain, i_inst = side_by_side([py_venv, "-c", args.import_stmt], [py_inst, "-c", args.import_stmt], args.runs, env)
+    rows.append(Row(f"`{args.import_stmt}`, warm", i_plain, i_inst, "s", "ratio", "<= 1.08x"))
+    rows.append(Row("memory of the node's image server", None, daemon_rss_mb(runtime), "MB", "none", "one per node"))
+    host_v, _ = syscalls_touching(venv, [py_venv, "-c", args.import_stmt])
+    host_i, _ = syscalls_touching(install, [py_inst, "-c", args.import_stmt], env)
+    rows.append(Row("path syscalls on PREFIX's file system (import)", host_v, host_i, "n", "none", "<= 10"))
+    unmount()
+
+    # FUSE requests of one warm import, by type: sqenv's server against squashfuse_ll (if installed)
+    layer = next(install.glob("*.sqfs"))
+    enter = str(install / "sqenv-enter")
+    requests = {"sqenv-enter --serve": fuse_requests([enter, "--serve", "-d"], layer, work / "m-sqenv", importer(args))}
+    if shutil.which("squashfuse_ll"):
+        requests["squashfuse_ll"] = fuse_requests(["squashfuse_ll", "-f", "-d"], layer, work / "m-sfll", importer(args))
+    return rows, requests
+
+
+def importer(args: argparse.Namespace):
+    """The import, run straight from a mounted image tree (a venv that lives there)."""
+    return lambda mnt: [str(mnt / "bin" / "python"), "-c", args.import_stmt]
+
+
+def comparison(first: Row, comp: list[float]) -> str:
+    """The ratio or difference column: median (min – max) over runs."""
+    if not comp:
+        return "-"
+    if first.compare == "ratio":
+        one = lambda v: f"{v:.2f}x"  # noqa: E731
+    elif first.compare == "over":
+        one = lambda v: f"programs {v:+,.0f}"  # noqa: E731
+    else:
+        one = lambda v: f"{v:+.1f} {first.unit}"  # noqa: E731
+    rng = f" ({one(min(comp))} – {one(max(comp))})" if len(comp) > 1 else ""
+    return one(statistics.median(comp)) + rng
+
+
+def spread(values: list[float], unit: str) -> str:
+    if len(values) < 2:
+        return ""
+    return f" ({fmt(min(values), unit)} – {fmt(max(values), unit)})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", nargs="+", default=["numpy", "scipy", "pandas", "matplotlib"])
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--build-runs", type=int, default=3, help="builds of each, alternating (median)")
+    parser.add_argument("--runs", type=int, default=20, help="launches/imports per figure (median)")
+    parser.add_argument("--build-runs", type=int, default=3, help="builds of each per repeat, alternating (median)")
+    parser.add_argument("--repeat", type=int, default=1, help="whole comparisons; prints medians and spread")
     parser.add_argument("--import-stmt", default=IMPORT, help="what the import rows time and trace")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     for tool in ("strace", "mksquashfs", "fusermount3"):
         if not shutil.which(tool):
             sys.exit(f"bench: `{tool}` is needed")
-    work = Path(tempfile.mkdtemp(prefix="sqenv-bench-", dir=args.workdir))
-    venv, install = work / "venv", work / "install"
-    rows: list[tuple[str, str, str, str, str]] = []
-    try:
-        print(f"warming the uv cache with {' '.join(args.packages)} ...", file=sys.stderr)
-        subprocess.run(plain_venv(work / "warm", args.packages), check=True)
-        shutil.rmtree(work / "warm")
-
-        builds: list[tuple[float, float, float, float]] = []
-        for i in range(args.build_runs):  # alternating, the last pair is kept for the rest
-            if i:
-                shutil.rmtree(venv)
-                shutil.rmtree(install)
-            builds.append((*measured(plain_venv(venv, args.packages)), *measured(sqenv_create(install, args.packages))))
-        t_venv = statistics.median(b[0] for b in builds)
-        m_venv = max(b[1] for b in builds)
-        t_create = statistics.median(b[2] for b in builds)
-        m_create = max(b[3] for b in builds)
-        rows.append(
-            (
-                f"build time (warm uv cache, median of {args.build_runs})",
-                f"{t_venv:.1f} s",
-                f"{t_create:.1f} s",
-                f"{t_create / t_venv:.2f}x",
-                "<= 1.3x",
-            )
-        )
-        rows.append(
-            (
-                "build: peak memory of one process",
-                f"{m_venv:,.0f} MB",
-                f"{m_create:,.0f} MB",
-                f"{m_create / m_venv:.2f}x",
-                "-",
-            )
-        )
-
-        programs = len(os.listdir(install / "bin"))
-        rows.append(
-            (
-                "files on disk",
-                f"{count_files(venv):,}",
-                f"{count_files(install):,}",
-                f"programs + {count_files(install) - programs}",
-                "<= programs + 6",
-            )
-        )
-        image = sum(p.stat().st_size for p in install.glob("*.sqfs"))
-        installed = tree_size(venv)
-        rows.append(
-            (
-                "size",
-                f"{installed / 1e6:,.0f} MB",
-                f"{image / 1e6:,.0f} MB image",
-                f"{image / installed:.2f}",
-                "<= 0.32",
-            )
-        )
-
-        py_venv, py_inst = str(venv / "bin" / "python"), str(install / "bin" / "python")
-        runtime = work / "rt"
-        env = dict(os.environ, SQENV_RUNTIME_DIR=str(runtime))
-        subprocess.run([py_inst, "-c", "pass"], env=env, check=True)  # mount it
-        t_plain, t_warm = side_by_side([py_venv, "-c", "pass"], [py_inst, "-c", "pass"], args.runs, env)
-        rows.append(
-            (
-                "`python -c pass`, warm",
-                f"{t_plain * 1e3:.1f} ms",
-                f"{t_warm * 1e3:.1f} ms",
-                f"+{(t_warm - t_plain) * 1e3:.1f} ms",
-                "<= +5 ms",
-            )
-        )
-
-        def unmount() -> None:
-            for line in open("/proc/self/mountinfo"):
-                point = line.split()[4]
-                if point.startswith(str(runtime)):
-                    subprocess.run(["fusermount3", "-u", point], check=False)
-            deadline = time.monotonic() + 5
-            while runtime.exists() and any(runtime.glob("*/")) and time.monotonic() < deadline:
-                time.sleep(0.01)
-
-        t_cold = median_time([py_inst, "-c", "pass"], max(5, args.runs // 2), env, before=unmount)
-        rows.append(
-            (
-                "`python -c pass`, cold (mounts)",
-                f"{t_plain * 1e3:.1f} ms",
-                f"{t_cold * 1e3:.1f} ms",
-                f"+{(t_cold - t_plain) * 1e3:.1f} ms",
-                "-",
-            )
-        )
-        subprocess.run([py_inst, "-c", "pass"], env=env, check=True)
-
-        i_plain, i_inst = side_by_side(
-            [py_venv, "-c", args.import_stmt], [py_inst, "-c", args.import_stmt], args.runs, env
-        )
-        rows.append(
-            (
-                f"`{args.import_stmt}`, warm",
-                f"{i_plain:.3f} s",
-                f"{i_inst:.3f} s",
-                f"{i_inst / i_plain:.2f}x",
-                "<= 1.10x",
-            )
-        )
-
-        rows.append(("memory of the node's image mount", "-", f"{daemon_rss_mb(runtime):.1f} MB", "one per node", "-"))
-        host_v, _ = syscalls_touching(venv, [py_venv, "-c", args.import_stmt])
-        host_i, all_i = syscalls_touching(install, [py_inst, "-c", args.import_stmt], env)
-        rows.append(
-            (
-                "path syscalls on PREFIX's file system",
-                f"{host_v:,}",
-                f"{host_i}",
-                f"{all_i:,} more go to the image",
-                "<= 10",
-            )
-        )
-        unmount()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    runs: list[list[Row]] = []
+    requests: dict[str, dict[str, int]] = {}
+    for n in range(args.repeat):
+        work = Path(tempfile.mkdtemp(prefix="sqenv-bench-", dir=args.workdir))
+        try:
+            if n == 0:
+                print(f"warming the uv cache with {' '.join(args.packages)} ...", file=sys.stderr)
+                subprocess.run(plain_venv(work / "warm", args.packages), check=True)
+                shutil.rmtree(work / "warm")
+            print(f"run {n + 1} of {args.repeat} ...", file=sys.stderr)
+            rows, requests = one_run(args, work)
+            runs.append(rows)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     print(
         f"\nsqenv core benchmark — {platform.node()}: {platform.platform()}, {os.cpu_count()} cores, "
-        f"base {BASE}, packages: {' '.join(args.packages)}, medians of {args.runs}\n"
+        f"base {BASE}, packages: {' '.join(args.packages)}; {args.repeat} run(s), each with medians of "
+        f"{args.runs} alternating launches and {args.build_runs} alternating builds; median (min – max) over runs\n"
     )
-    header = ("measure", "plain venv", "sqenv", "ratio / delta", "target")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    for row in [header, tuple("-" * w for w in widths), *rows]:
+    table = [("measure", "plain venv", "sqenv", "ratio / delta", "target")]
+    for i, first in enumerate(runs[0]):
+        column = [r[i] for r in runs]
+        plain = [r.plain for r in column if r.plain is not None]
+        sq = [r.sqenv for r in column]
+        comp = [c for c in map(compared, column) if c is not None]
+        cell_plain = fmt(statistics.median(plain), first.unit) + spread(plain, first.unit) if plain else "-"
+        cell_sq = fmt(statistics.median(sq), first.unit) + spread(sq, first.unit)
+        cell_cmp = comparison(first, comp)
+        table.append((first.name, cell_plain, cell_sq, cell_cmp, first.target))
+    widths = [max(len(r[i]) for r in table) for i in range(5)]
+    for n, row in enumerate(table):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"\nFUSE requests of one warm `{args.import_stmt}` (last run), by type:")
+    for server, counts in requests.items():
+        total = sum(counts.values())
+        top = ", ".join(f"{op} {n:,}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        print(f"  {server}: {total:,} ({top})")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real sqenv CLI, an ordinary test user, and environments built once.
+"""pytest hooks and shared fixtures: an ordinary test user, environments built once, the leak
+guard. The helpers (CI detection, users, `run`/`sqenv`/`ok`) live in support.py.
 
 The machine set-up that only root can do happens here, once per session, and
 is what the README's machine set-up does on a cluster node:
@@ -27,14 +28,22 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "infra"))
+from support import (
+    BASE_PYTHON,
+    IN_CI,
+    ROOT,
+    USER,
+    User,
+    ensure_user,
+    is_image_server,
+    make_traversable,
+    need,
+    ok,
+    owned_dir,
+    sqenv,
+)
 
-SQENV = [sys.executable, "-m", "sqenv"]
-BASE_PYTHON = "/usr/bin/python3"
-USER = "sqenvuser"
-IN_CI = os.environ.get("CI") == "true"
-PASS_THROUGH = ("SSL_", "PIP_", "UV_", "REQUESTS_CA", "CURL_CA", "CI")
+sys.path.insert(0, str(ROOT / "tests" / "infra"))  # the test services: slurm.py, apptainer.py, pfs/
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -64,56 +73,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         stop()
 
 
-def need(tool: str) -> None:
-    """A missing system tool skips a test locally and fails it in CI."""
-    if shutil.which(tool) is None:
-        (pytest.fail if IN_CI else pytest.skip)(f"`{tool}` is not installed")
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    gid: int
-    home: Path
-
-    def wrap(self, argv: Sequence[str]) -> list[str]:
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--", *argv]
-
-    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {
-            "HOME": str(self.home),
-            "USER": self.name,
-            "LOGNAME": self.name,
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "TMPDIR": "/tmp",
-        }
-        # the machine's network settings (CA bundle of the registry proxy, pip/uv options)
-        env.update({k: v for k, v in os.environ.items() if k.startswith(PASS_THROUGH) or k.lower().endswith("_proxy")})
-        env.update(extra or {})
-        return env
-
-
-def ensure_user(name: str) -> User:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create the test user")
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
-        pw = pwd.getpwnam(name)
-    return User(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
-
-
-def _traversable(path: Path) -> None:
-    """Let other users pass through (not list) every directory above `path`."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(parent, mode | 0o001)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def machine_setup() -> None:
     if os.geteuid() == 0:
@@ -121,7 +80,7 @@ def machine_setup() -> None:
             os.chmod("/dev/fuse", 0o666)
         # the test user runs this checkout's sqenv with this interpreter
         for path in (ROOT, Path(sys.executable).resolve().parent, Path(sys.prefix)):
-            _traversable(path)
+            make_traversable(path)
 
 
 @pytest.fixture(scope="session")
@@ -129,45 +88,11 @@ def user() -> User:
     return ensure_user(USER)
 
 
-def run(
-    argv: Sequence[str],
-    *,
-    user: User | None = None,
-    env: dict[str, str] | None = None,
-    cwd: Path | str | None = None,
-    input: str | None = None,
-    timeout: float = 600,
-) -> subprocess.CompletedProcess[str]:
-    """Run a command (as `user` if given) and capture its output."""
-    if user is not None:
-        argv = user.wrap(argv)
-        full_env = user.env(env)
-        cwd = cwd or "/tmp"
-    else:
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-    return subprocess.run(
-        list(argv), env=full_env, cwd=cwd, input=input, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def sqenv(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return run([*SQENV, *map(str, args)], **kw)
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
-
-
 @pytest.fixture(scope="session")
 def shared_dir(user: User, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory the test user owns, for installs shared across tests."""
-    path = Path("/var/tmp") / f"sqenv-tests-{os.getpid()}"
-    path.mkdir(mode=0o755)
-    os.chown(path, user.uid, user.gid)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with owned_dir("sqenv-tests", user.uid, user.gid) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")
@@ -188,22 +113,6 @@ def small_env(user: User, shared_dir: Path) -> Path:
     prefix = shared_dir / "small-env"
     ok(sqenv("create", prefix, "six", "--python", BASE_PYTHON, user=user))
     return prefix
-
-
-def launchers(prefix: Path) -> list[str]:
-    """Names of the programs an install puts on PATH (bin/ also holds the activate scripts)."""
-    return sorted(p.name for p in (prefix / "bin").iterdir() if p.is_symlink())
-
-
-def fuse_mounts(under: str) -> list[str]:
-    """Mount points of image servers (FUSE) under a directory, from this node's mount table."""
-    found = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields[4].startswith(under) and "fuse" in line:
-                found.append(fields[4])
-    return found
 
 
 # ---------------------------------------------------------------- leak guard
@@ -239,11 +148,6 @@ def _node_namespaces() -> dict[str, int]:
             continue
         found.setdefault(ns, (node, int(pid)))
     return {node: pid for node, pid in found.values()}
-
-
-def is_image_server(argv: list[bytes]) -> bool:
-    """sqenv's image server (`sqenv-enter --serve ...`), or a squashfuse some tool started."""
-    return argv[1:2] == [b"--serve"] or argv[0].split(b"/")[-1].startswith(b"squashfuse")
 
 
 def _daemons(uid: int) -> list[tuple[int, str]]:

@@ -25,28 +25,23 @@ value a module should use.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqenv.engines import CHOICES
 from sqenv.errors import InputError
-from sqenv.spec import COMPRESSIONS
+from sqenv.inputs import COMPRESSIONS
 from sqenv.ui import NORMAL, QUIET, UI
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib  # type: ignore[no-redef]
-
 SYSTEM_CONFIG = "/etc/sqenv/config.toml"
-ENGINES = ("auto", "embedded", "apptainer", "singularity")
 MPI_MODES = ("none", "host")
 
 
@@ -107,6 +102,12 @@ def _strings(value: Any) -> list[str]:
     return list(value)
 
 
+def _cpus(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+        raise ValueError('must be a table of partition = "cpu", e.g. lumi-c = "zen2"')
+    return dict(value)
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no"):
         return value.strip().lower() in ("1", "true", "yes")  # from an environment variable
@@ -128,16 +129,18 @@ KEYS: dict[str, Key] = {
     "compression": Key(_choice(COMPRESSIONS), "zstd", "image compression"),
     "compression_level": Key(_int(0), None, "compressor level (default: zstd 3, gzip 6)"),
     "jobs": Key(_int(1), None, "cores used for packing (default: all)"),
-    "engine": Key(_choice(ENGINES), "auto", "how launchers run programs", "SQENV_ENGINE"),
+    "engine": Key(_choice(CHOICES), "auto", "how launchers run programs", "SQENV_ENGINE"),
     "mpi": Key(_choice(MPI_MODES), "none", '"host": use the host MPI library at run time'),
     "mpi_libraries": Key(_paths, [], "host MPI library files or directories (mpi = host)"),
+    "target_cpu": Key(_text, None, "archspec name of the compute nodes' CPU, e.g. zen2 (default: the build host's)"),
+    "cpus": Key(_cpus, {}, 'partition name -> CPU, a [cpus] table: lumi-c = "zen2"'),
     "bind_paths": Key(_paths, [], "extra host paths the apptainer engine binds"),
     "cache_dir": Key(_build_path, None, "sqenv's cache (default: ~/.cache/sqenv)", "SQENV_CACHE_DIR"),
     "idle_timeout": Key(_int(1), 60, "seconds an unused image stays mounted", "SQENV_IDLE_TIMEOUT"),
     "runtime_dir": Key(_runtime_path, None, "where images are mounted (default: /tmp/sqenv-UID)", "SQENV_RUNTIME_DIR"),
     "stage_dir": Key(_runtime_path, "/tmp", "node-local directory for `sqenv stage`", "SQENV_STAGE_DIR"),
     "keep_versions": Key(_int(1), 3, "versions kept for rollback"),
-    # where uv finds pip packages (see sqenv.spec.index); recorded per install, reused by updates
+    # where uv finds pip packages (see sqenv.inputs.index); recorded per install, reused by updates
     "index_url": Key(_text, None, "pip package index (default: PyPI)"),
     "extra_index_urls": Key(_strings, [], "more pip package indexes"),
     "find_links": Key(_strings, [], "directories or pages of wheels/sdists"),
@@ -213,10 +216,11 @@ def read_file(path: Path, required: bool) -> dict | None:
         raise InputError(f"cannot read the config file `{path}`: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"the config file `{path}` is not valid TOML: {exc}", "fix its syntax") from None
-    unknown = sorted(set(data) - {"defaults", "forced"})
+    unknown = sorted(set(data) - {"defaults", "forced", "systems", "cpus"})  # systems: cotainr's presets
     if unknown:
         raise InputError(
-            f"{path}: unknown section [{unknown[0]}]", "sqenv config files hold only [defaults] and [forced]"
+            f"{path}: unknown section [{unknown[0]}]",
+            "config files hold [defaults], [forced], [cpus] and [systems.NAME]",
         )
     return data
 
@@ -242,6 +246,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         files.append((layer, str(path), data is not None))
         if data is None:
             continue
+        if "cpus" in data:  # partitions' CPUs: the files' tables add up, a later file's names win
+            cpus = check_value("cpus", data["cpus"], f"{path} [cpus]", env)
+            settings["cpus"] = Setting({**settings["cpus"].value, **cpus}, f"{layer} {path}")
         for section in ("defaults", "forced"):
             table = data.get(section, {})
             if not isinstance(table, dict):
@@ -263,19 +270,23 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
 
 
 # ---------------------------------------------------------------- for `sqenv create`
-BUILD_OPTIONS = ("build_dir", "compression", "compression_level", "jobs", "mpi")
+BUILD_OPTIONS = ("build_dir", "compression", "compression_level", "jobs", "mpi", "target_cpu")
 
 
-def apply_build_config(args: argparse.Namespace, config: Config | None = None, ui: UI | None = None) -> Config:
-    """Fill `sqenv create`'s build options (and `args.mpi`) from the config: a value given on the
-    command line wins over the configured defaults, a forced value over both (with a warning)."""
+def resolve_build_options(
+    given: Mapping[str, Any], config: Config | None = None, ui: UI | None = None
+) -> tuple[dict[str, Any], Config]:
+    """`sqenv create`'s build options (and `mpi`) from the config: a value given on the command
+    line (`given`, None when absent) wins over the configured defaults, a forced value over both
+    (with a warning). Returns the values and the config they came from."""
     config = config or load_config()
-    ui = ui or UI(level=QUIET if getattr(args, "quiet", False) else NORMAL)
+    ui = ui or UI(level=QUIET if given.get("quiet") else NORMAL)
+    values: dict[str, Any] = {}
     for key in BUILD_OPTIONS:
-        given = getattr(args, key, None)
-        value = config.get(key, None if given is None else str(given) if key == "build_dir" else given, ui)
-        setattr(args, key, Path(value) if key == "build_dir" and value is not None else value)
-    return config
+        value = given.get(key)
+        value = config.get(key, None if value is None else str(value) if key == "build_dir" else value, ui)
+        values[key] = Path(value) if key == "build_dir" and value is not None else value
+    return values, config
 
 
 # ---------------------------------------------------------------- for the launcher
@@ -330,7 +341,6 @@ def launcher_values(config: Config, mpi: str | None = None, ui: UI | None = None
         binds += [p for p in config.get("mpi_libraries") or prepend.split(":") if p not in binds]
     return {
         "SQENV_DEFAULT_ENGINE": config.get("engine"),
-        "SQENV_MPI": mode,
         "SQENV_LD_PREPEND": prepend,
         "SQENV_BIND_PATHS": ":".join(binds),
     }
@@ -353,3 +363,10 @@ def launcher_lines(config: Config) -> list[str]:
     if config.setting("engine").forced:
         lines.append(f"SQENV_ENGINE={shlex.quote(config.get('engine'))}")
     return lines
+
+
+def cache_dir() -> Path:
+    """sqenv's cache: config `cache_dir` (or SQENV_CACHE_DIR), else ~/.cache/sqenv."""
+    configured = load_config().get("cache_dir")
+    base = configured or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sqenv")
+    return Path(os.path.expanduser(base))

@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqenv import __version__
-from sqenv.build import BuildContext, BuildResult, build
+from sqenv.builders import BuildContext, BuildResult, build
+from sqenv.builders.workdir import log_file, workdir
 from sqenv.config import load_config
 from sqenv.errors import Interrupted, ToolMissing
+from sqenv.inputs import BuildSpec
 from sqenv.launch import MOUNT_PATH
 from sqenv.launch.helper import enter_binary
 from sqenv.pack import Image, pack
@@ -23,9 +25,7 @@ from sqenv.publish.layout import Install, image_name
 from sqenv.publish.modes import adopt, file_mode
 from sqenv.publish.parents import parent_dirs
 from sqenv.publish.publisher import Publisher
-from sqenv.spec import BuildSpec
 from sqenv.ui import UI
-from sqenv.workdir import log_file, workdir
 
 
 def now() -> str:
@@ -88,7 +88,7 @@ def _create(spec: BuildSpec, ui: UI) -> Install:
     pending: set[signal.Signals] = set()
     try:
         with modes.shared_umask(), publisher as out, workdir(spec.build_dir) as work:
-            from sqenv.layers import sweep_update_dirs
+            from sqenv.update.layers import sweep_update_dirs
 
             sweep_update_dirs(work.parent)  # what killed updates left
             image, names, result = _build_into(spec, ui, out, work, enter)
@@ -110,6 +110,17 @@ def _create(spec: BuildSpec, ui: UI) -> Install:
     return Install(spec.prefix.absolute())
 
 
+def _provenance(spec: BuildSpec, result: BuildResult, staging: Path, mount_path: str) -> int | None:
+    """The lock and SBOM into the image (`sqenv.export.provenance`); the fixed time to pack with
+    (pip and conda environments: byte-identical images from one lock), None for wrapped trees."""
+    from sqenv.export import provenance
+    from sqenv.pack.reproducible import epoch
+
+    when = epoch()
+    provenance.write_into(staging, provenance.for_build(spec, result, staging, mount_path), "sqenv-environment", when)
+    return when if spec.kind in ("pip", "conda") else None
+
+
 def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> tuple[Image, list[str], BuildResult]:
     """Build in `work`, write the image, helper, launchers and metadata into `out`."""
     staging = work / "root"
@@ -123,6 +134,7 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
     launch = {key: value for key, value in (("mpi", spec.mpi), ("engine", spec.engine)) if value}
     launch.update(result.extra.pop("launch", {}))
     tmp_image = out / ".image.sqfs"
+    when = _provenance(spec, result, staging, launch.get("mount_path", MOUNT_PATH))
     image = pack(
         ui,
         staging,
@@ -131,6 +143,7 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
         level=spec.compression_level,
         jobs=spec.jobs,
         log=ctx.log,
+        epoch=when,
     )
     layer = image_name(1, image.id)
     os.replace(tmp_image, out / layer)
@@ -139,9 +152,11 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
     shutil.copy2(enter, install.enter)
     adopt(out, install.enter, executable=True)
     if spec.base_image:
-        from sqenv.wrap_sif import add_container
+        from sqenv.builders.sif import add_container, container_dirs
 
-        add_container(out, spec.base_image, ui)
+        found = container_dirs(add_container(out, spec.base_image, ui))
+        if found is not None:  # host directories are not bound over these (engines/apptainer.sh)
+            launch["container_dirs"] = found
     launchers.write(install, [layer], names, activate=result.activate, options=launch)
     activation.write(out, spec.prefix.absolute(), spec.kind)
     data = {

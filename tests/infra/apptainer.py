@@ -32,6 +32,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from support import unavailable  # tests/support.py: the one CI detection
+
 SCRIPT = Path(__file__).with_name("apptainer.sh")
 DEFAULT_ROOT = "/var/cache/sqenv-test/apptainer-root"
 # Base SIFs built as root are cached per user under /var/tmp: the shim binds it, so apptainer
@@ -46,9 +48,7 @@ class ApptainerInfraError(Exception):
 
 def _unavailable(reason: str) -> NoReturn:
     """Skip locally; fail in CI, where a missing tool must not pass unnoticed."""
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"apptainer unavailable in CI: {reason}", pytrace=False)
-    pytest.skip(f"apptainer unavailable: {reason}")
+    unavailable(f"apptainer unavailable: {reason}")
 
 
 def _script(*args: str) -> None:

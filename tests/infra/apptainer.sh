@@ -35,6 +35,9 @@ set -euo pipefail
 # Bump when a recipe changes: cached trees with another stamp are rebuilt.
 readonly ROOT_RECIPE=2 BASE_RECIPE=1
 readonly ROOT=${SQENV_APPTAINER_ROOT:-/var/cache/sqenv-test/apptainer-root}
+# No stable suite has apptainer: checked on 2026-12-01 against deb.debian.org, trixie (13),
+# trixie-backports and bookworm-backports have no `apptainer` package (apt-cache policy: none).
+# So sid, the fallback issue 11 allows; switch to the first stable suite that ships it.
 readonly SUITE=${SQENV_APPTAINER_SUITE:-sid}
 # gocryptfs: upstream's packages bundle it; without it every `apptainer exec` logs an INFO line
 readonly ROOT_PACKAGES=apptainer,squashfuse,fuse2fs,squashfs-tools,gocryptfs

@@ -511,7 +511,14 @@ start_ns_slurmd() {
 }
 
 # shares_checkout NODE: that node's slurmd was started with this checkout's sharing
-shares_checkout() { [[ $(cat "$RUN_DIR/shared-checkout-$1" 2>/dev/null) == "$SHARED_CHECKOUT" ]]; }
+# (and still sees it: read through its own mount namespace, /proc/PID/root)
+shares_checkout() {
+    [[ $(cat "$RUN_DIR/shared-checkout-$1" 2>/dev/null) == "$SHARED_CHECKOUT" ]] || return 1
+    [[ -z $SHARED_CHECKOUT ]] && return 0
+    local pid
+    pid=$(cat "$RUN_DIR/slurmd-$1.pid" 2>/dev/null) || return 1
+    [[ -d /proc/$pid/root$SHARED_CHECKOUT/tests ]]
+}
 
 # node_states: "NODE STATE" lines from sinfo
 node_states() { timeout 10 sinfo -h -N -o '%N %t' 2>/dev/null | sort -u; }

@@ -7,13 +7,15 @@ import shlex
 from dataclasses import replace
 from pathlib import Path
 
-from sqenv.config import apply_build_config
+from sqenv.config import BUILD_OPTIONS, Config, resolve_build_options
+from sqenv.engines import CHOICES
 from sqenv.errors import UsageError
+from sqenv.inputs import COMPRESSIONS, BuildSpec, PipInputs
+from sqenv.inputs.cpu import resolve as resolve_cpu
+from sqenv.inputs.index import from_args
+from sqenv.inputs.index import resolve as resolve_index
+from sqenv.inputs.requirements import check_file, check_spec
 from sqenv.pipeline import create
-from sqenv.spec import COMPRESSIONS, BuildSpec, PipInputs
-from sqenv.spec.index import from_args
-from sqenv.spec.index import resolve as resolve_index
-from sqenv.spec.requirements import check_file, check_spec
 from sqenv.ui import NORMAL, QUIET, UI
 
 
@@ -85,11 +87,24 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     p.add_argument(
         "--mpi",
         choices=("none", "host"),
-        help="host: use the host's MPI library at run time (config: mpi, mpi_libraries)",
+        help="host: use the host's MPI library at run time; conda MPIs get their external builds "
+        "(config: mpi, mpi_libraries)",
+    )
+    p.add_argument(
+        "--target-cpu",
+        metavar="NAME",
+        help="the compute nodes' CPU (archspec: zen2, zen3, x86_64_v3, ...) or a partition of the site config's "
+        "[cpus]; conda solves pick builds for it, launches check it (config: target_cpu; default: this host's)",
+    )
+    p.add_argument(
+        "--optimize-sdists",
+        action="store_true",
+        help="pip packages uv builds from source get CFLAGS/CXXFLAGS -march=<the --target-cpu> (default: such "
+        "builds are generic, with a warning naming them)",
     )
     p.add_argument(
         "--engine",
-        choices=("auto", "embedded", "apptainer", "singularity"),
+        choices=CHOICES,
         help="how launchers run programs (default: config `engine`, else auto: embedded where it can, else apptainer)",
     )
     p.add_argument(
@@ -125,6 +140,8 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
         environ_file=args.environ.absolute() if args.environ else None,
         compression=args.compression or "zstd",
         mpi=args.mpi,
+        target_cpu=getattr(args, "target_cpu", None),
+        optimize_sdists=getattr(args, "optimize_sdists", False),
         engine=getattr(args, "engine", None),
         base_image=args.base_image.absolute() if getattr(args, "base_image", None) else None,
         compression_level=args.compression_level,
@@ -134,14 +151,27 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
     )
 
 
+def apply_build_config(args: argparse.Namespace) -> Config:
+    """Fill the parsed build options (and `mpi`) from the site/user config (see
+    `sqenv.config.resolve_build_options`); returns that config."""
+    values, config = resolve_build_options({k: getattr(args, k, None) for k in (*BUILD_OPTIONS, "quiet")})
+    for key, value in values.items():
+        setattr(args, key, value)
+    return config
+
+
 def spec_from_args(args: argparse.Namespace) -> BuildSpec:
     config = apply_build_config(args)  # site/user config for build options; forced values win, with a warning
+    args.target_cpu = resolve_cpu(args.target_cpu, config.get("cpus"))
+    if getattr(args, "optimize_sdists", False) and not args.target_cpu:
+        raise UsageError("`--optimize-sdists` needs the CPU to build for",
+                         "add `--target-cpu NAME` (e.g. zen3), or set `target_cpu` in the config")  # fmt: skip
     index = resolve_index(from_args(args), config, UI(level=QUIET if getattr(args, "quiet", False) else NORMAL))
     if index.no_index and not index.find_links:
         raise UsageError("`--no-index` leaves uv nowhere to find packages", "add `--find-links DIR`")
     conda = args.file or args.channel or args.lock_from
     if conda:
-        from sqenv.spec.conda import conda_spec
+        from sqenv.inputs.conda import conda_spec
 
         return replace(conda_spec(args), index=index)
     if not args.requirement and not args.packages:

@@ -1,29 +1,15 @@
-"""`sqenv export PREFIX --format explicit|yml|requirements`: an install's exact packages, for elsewhere.
-
-    (default: `explicit` for conda installs, `requirements` for the others)
-    explicit      `@EXPLICIT` + one `URL#sha256` a line (conda packages; `conda create --file`,
-                  `sqenv create --from FILE`)
-    yml           environment.yml: channels, `name=version=build`, a `pip:` section
-    requirements  pip `name==version` lines (pip installs, or the pip part of a conda one)
-
-Read from the current version's record in sqenv.json: nothing is mounted.
-"""
+"""`sqenv export PREFIX [--format F] [-o FILE] | --sif OUT.sif`: parses, calls `sqenv.export.formats`
+(package lists) or `sqenv.export.sif` (a self-contained container), prints."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-import yaml
-
-from sqenv.errors import PrefixError, UsageError
-from sqenv.publish import metadata
-from sqenv.publish.layout import Install
+from sqenv.errors import UsageError
+from sqenv.export.formats import FORMATS, ExportOptions, export, write
 from sqenv.ui import UI
-
-FORMATS = ("explicit", "yml", "requirements")
 
 
 def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
@@ -37,79 +23,46 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     p.add_argument("--format", choices=FORMATS,
                    help="output format (default: explicit for conda installs, requirements for pip ones)")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: standard output)")
+    p.add_argument(
+        "--sif",
+        type=Path,
+        metavar="OUT.sif",
+        help="write a self-contained Apptainer image of the environment (base OS + environment)",
+    )
+    p.add_argument(
+        "--base-image",
+        type=Path,
+        metavar="OS.sif",
+        help="with --sif: the operating system image (default: the install's container.sif, "
+        "else $SQENV_APPTAINER_IMAGE)",
+    )
+    p.add_argument("--build-dir", type=Path, metavar="DIR", help="with --sif: where to unpack (default: $TMPDIR)")
+    p.add_argument("--prefix-inside", help=argparse.SUPPRESS)  # cotainr: the env also at its path
+    p.add_argument("--mount-point", action="append", default=[], help=argparse.SUPPRESS)  # cotainr --system binds
     add_output_options(p)
     p.set_defaults(execute=execute)
 
 
-def _pip(version: dict) -> list[str]:
-    return [f"{p['name']}=={p['version']}" for p in version.get("packages", []) if p.get("manager", "pip") == "pip"]
-
-
-def _lock(data: dict, version: dict, prefix: Path) -> dict:
-    if data["kind"] != "conda":
-        raise UsageError(f"`{prefix}` is a {data['kind']} install: only `--format requirements` applies")
-    lock = version.get("lock")
-    if not lock:
-        raise PrefixError(f"`{prefix}` has no conda lock in its metadata", "rebuild it with `sqenv create --force`")
-    return lock
-
-
-def explicit(data: dict, version: dict, prefix: Path, ui: UI) -> str:
-    lock = _lock(data, version, prefix)
-    pins = _pip(version)
-    if pins:
-        ui.warn(f"{len(pins)} pip packages are not in an explicit file; add `--format requirements` for them")
-    lines = [
-        f"# Exported by sqenv from {prefix} (version {version['number']})",
-        f"# platform: {lock['platform']}",
-        "@EXPLICIT",
-    ]
-    lines += [f"{p['url']}#{p['sha256']}" if p.get("sha256") else p["url"] for p in lock["packages"]]
-    return "\n".join(lines) + "\n"
-
-
-def environment_yml(data: dict, version: dict, prefix: Path) -> str:
-    from sqenv.spec.conda import DEFAULT_ALIAS, channel_name
-
-    lock = _lock(data, version, prefix)
-    alias = ((version.get("inputs") or {}).get("conda") or {}).get("channel_alias") or DEFAULT_ALIAS
-    channels = lock.get("channels") or list(dict.fromkeys(p["channel"] for p in lock["packages"]))
-    deps: list = [f"{p['name']}={p['version']}={p['build']}" for p in lock["packages"]]
-    pins = _pip(version)
-    if pins:
-        deps.append({"pip": pins})
-    doc = {"name": prefix.name, "channels": [channel_name(c, alias) for c in channels], "dependencies": deps}
-    # the lock keeps them across updates; the inputs only say what `create` got
-    variables = lock.get("variables") or ((version.get("inputs") or {}).get("conda") or {}).get("variables")
-    if variables:
-        doc["variables"] = {k: v for k, v in variables}
-    header = f"# Exported by sqenv from {prefix} (version {version['number']}, {lock['platform']})\n"
-    return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
-
-
-def requirements(data: dict, version: dict, ui: UI) -> str:
-    pins = _pip(version)
-    if data["kind"] == "conda":
-        ui.info(f"{len(pins)} pip packages; the conda ones are in `--format explicit` or `--format yml`")
-    return "".join(pin + "\n" for pin in pins)
-
-
 def execute(args: argparse.Namespace, ui: UI) -> int:
-    install = Install.open(args.prefix)
-    data = metadata.load(install.metadata)
-    version = metadata.current(data)
-    if args.format is None:  # the format that applies to the install's kind
-        args.format = "explicit" if data["kind"] == "conda" else "requirements"
-    if args.format == "explicit":
-        text = explicit(data, version, install.prefix, ui)
-    elif args.format == "yml":
-        text = environment_yml(data, version, install.prefix)
-    else:
-        text = requirements(data, version, ui)
-    if args.output:
-        tmp = args.output.with_name(f".{args.output.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, args.output)
+    if args.sif is not None or args.base_image is not None:
+        if args.sif is None or args.format or args.output:
+            raise UsageError("`--sif OUT.sif` goes alone (with `--base-image`), not with --format or --output")
+        from sqenv.export.sif import export as export_sif
+
+        export_sif(
+            args.prefix,
+            args.sif,
+            args.base_image,
+            ui,
+            args.build_dir,
+            inside=args.prefix_inside,
+            mount_points=args.mount_point,
+        )
+        return 0
+    options = ExportOptions(prefix=args.prefix, format=args.format, output=args.output)
+    text = export(options, ui)
+    if options.output:
+        write(text, options.output)
     else:
         sys.stdout.write(text)
     return 0

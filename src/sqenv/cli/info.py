@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -12,56 +11,27 @@ from rich.table import Table
 from rich.text import Text
 
 from sqenv.errors import PrefixError
-from sqenv.integrity import image_problems
-from sqenv.publish import metadata
-from sqenv.publish.layout import Install
+from sqenv.publish.hpc import lines as hpc_lines
+from sqenv.publish.info import InfoOptions
+from sqenv.publish.info import info as read_info
 from sqenv.ui import UI
 
 
 def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
-    p = sub.add_parser("info", help="show an install's packages, sizes and files")
-    p.add_argument("prefix", type=Path, metavar="PREFIX")
+    p = sub.add_parser("info", help="show an install's packages, sizes and files (or an image's lock: IMAGE.sif|.sqfs)")
+    p.add_argument("prefix", type=Path, metavar="PREFIX|IMAGE")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verify", action="store_true", help="check the images' checksums")
     add_output_options(p)
     p.set_defaults(execute=execute)
 
 
-def files_on_disk(prefix: Path) -> int:
-    return sum(len(dirs) + len(files) for _root, dirs, files in os.walk(prefix))
-
-
-def summary(install: Install) -> dict:
-    data = metadata.load(install.metadata)
-    version = metadata.current(data)
-    images = version["images"]
-    return {
-        "prefix": str(install.prefix),
-        "kind": data["kind"],
-        "version": version["number"],
-        "created": version["created"],
-        "first_created": data["created"],
-        "python": version.get("python"),
-        "mount_path": data["mount_path"],
-        "layers": version["layers"],
-        "image_size": sum(i["size"] for i in images),
-        "installed_size": sum(i["installed_size"] for i in images),
-        "files_inside": sum(i["files_inside"] for i in images),
-        "files_on_disk": files_on_disk(install.prefix),
-        "programs": version["programs"],
-        "packages": version["packages"],
-    }
-
-
 def execute(args: argparse.Namespace, ui: UI) -> int:
-    install = Install.open(args.prefix)
-    info = summary(install)
-    problems = image_problems(install, checksums=args.verify)
-    if args.verify:
-        if problems:
-            raise PrefixError("the install is damaged: " + "; ".join(p.what for p in problems), problems[0].fix)
-        info["verified"] = True
-    info["problems"] = [p.what for p in problems]
+    if args.prefix.is_file():  # an image sqenv made: its lock and SBOM
+        from sqenv.cli.image_info import show
+
+        return show(args.prefix, as_json=args.json)
+    info, problems = read_info(InfoOptions(prefix=args.prefix, verify=args.verify))
     if args.json:
         print(json.dumps(info, indent=1))
         return 1 if problems else 0
@@ -79,6 +49,8 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
     )
     out.print(f"  files          {info['files_inside']:,} inside the image, {info['files_on_disk']:,} on disk")
     out.print(f"  programs       {len(info['programs'])} in {info['prefix']}/bin")
+    for label, text in hpc_lines(info):
+        out.print(f"  {label:<14} {text}")
     if args.verify:
         out.print("  checksums      ok")
     table = Table(box=None, pad_edge=False)

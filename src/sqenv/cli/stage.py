@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from sqenv.config import load_config
-from sqenv.stage import stage, unstage
+from sqenv.slurm.stage import stage, unstage
 from sqenv.ui import UI
 
 

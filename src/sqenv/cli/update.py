@@ -8,17 +8,17 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from sqenv import versions
 from sqenv.cli.create import add_index_options
 from sqenv.config import load_config
 from sqenv.errors import SqenvError, UsageError
-from sqenv.publish import metadata
+from sqenv.inputs import COMPRESSIONS
+from sqenv.inputs.index import from_args as index_from_args
+from sqenv.inputs.requirements import check_file, check_spec
+from sqenv.publish import metadata, versions
 from sqenv.publish.layout import Install
-from sqenv.spec import COMPRESSIONS
-from sqenv.spec.index import from_args as index_from_args
-from sqenv.spec.requirements import check_file, check_spec
 from sqenv.ui import UI
-from sqenv.update import Change, Options, compact, update
+from sqenv.update.apply import Change, Options, update
+from sqenv.update.compact import compact
 
 
 def _pack_options(p: argparse.ArgumentParser) -> None:
@@ -111,7 +111,7 @@ def change_from_args(args: argparse.Namespace) -> Change:
     # conda installs take match specs (`numpy>=1.26`, `python=3.12`), pip ones requirements
     check = check_spec
     if _kind(args.prefix) == "conda":
-        from sqenv.spec.conda import check_match_spec as check
+        from sqenv.inputs.conda import check_match_spec as check
     for i, pkg in enumerate(args.packages, 1):
         check(pkg, f"package argument {i}")
     for pkg in args.remove:

@@ -13,11 +13,10 @@ import os
 from pathlib import Path
 
 from sqenv.cli.create import use_it
+from sqenv.engines import CHOICES
 from sqenv.errors import InputError, UsageError
-from sqenv.spec import COMPRESSIONS
+from sqenv.inputs import COMPRESSIONS
 from sqenv.ui import UI
-
-ENGINES = ("auto", "embedded", "apptainer", "singularity")
 
 
 def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
@@ -41,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
         action="store_true",
         help="directory: show the image at the tree's original path (no relocation) instead of /mnt/sqenv",
     )
-    p.add_argument("--engine", choices=ENGINES, help="directory: how its launchers run programs (default: auto)")
+    p.add_argument("--engine", choices=CHOICES, help="directory: how its launchers run programs (default: auto)")
     p.add_argument(
         "--base-image",
         type=Path,
@@ -75,7 +74,7 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
     if args.base_image is not None and not args.base_image.is_file():
         raise InputError(f"the base image `{args.base_image}` does not exist")
     if source.is_file():
-        from sqenv import wrap_sif
+        from sqenv.builders import sif as wrap_sif
 
         for flag, value in (("--mask", args.mask), ("--engine", args.engine), ("--base-image", args.base_image)):
             if value:
@@ -88,10 +87,10 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
 
 
 def wrap_directory(args: argparse.Namespace, source: Path, prefix: Path, given: list[str], ui: UI) -> None:
-    from sqenv.build import wrap
-    from sqenv.config import apply_build_config
+    from sqenv.builders import container as wrap
+    from sqenv.cli.create import apply_build_config
+    from sqenv.inputs import BuildSpec, WrapInputs
     from sqenv.pipeline import create
-    from sqenv.spec import BuildSpec, WrapInputs
 
     if not os.access(source, os.R_OK | os.X_OK):
         raise InputError(f"`{source}` is not readable by you")

@@ -15,8 +15,9 @@
 # image mixes two userlands under the runtime's own /etc edits. So the OS
 # (/usr, /lib, /etc, /var, ...) comes from one image, and every other
 # top-level directory of the host (/home, /scratch, /project, /opt, /appl,
-# /work, /mnt/*, ...) is bound at its own path, as Tykky does, plus the
-# site's `bind_paths` (SQENV_BIND_PATHS). The image is the install's own
+# /work, /mnt/*, ...) is bound at its own path, as Tykky does, except those
+# the container has itself (SQENV_CONTAINER_DIRS), plus the site's
+# `bind_paths` (SQENV_BIND_PATHS). The image is the install's own
 # PREFIX/container.sif (`sqenv create --base-image`, or the wrapped container
 # of `sqenv wrap IMAGE.sif`), else $SQENV_APPTAINER_IMAGE (a site default).
 # For a pip environment it must hold the environment's base Python at the
@@ -34,7 +35,16 @@
 # first, its own environment otherwise kept.
 
 sqenv_apptainer_usable() {
-    command -v apptainer >/dev/null 2>&1 || command -v singularity >/dev/null 2>&1
+    command -v apptainer >/dev/null 2>&1
+}
+
+# SingularityCE takes the same options: the same engine under its own name.
+sqenv_singularity_usable() {
+    command -v singularity >/dev/null 2>&1
+}
+
+sqenv_singularity_exec() {
+    sqenv_apptainer_exec "$@"
 }
 
 # Append a host directory to the bind list if it exists and can be named there.
@@ -47,6 +57,10 @@ sqenv_apptainer_bind() {
 }
 
 sqenv_apptainer_exec() {
+    # built for a CPU (`--target-cpu`): the helper's one-line refusal, as with the embedded engine
+    if [ -n "${SQENV_CPU_LEVEL-}" ] && [ -x "$SQENV_PREFIX/sqenv-enter" ]; then
+        "$SQENV_PREFIX/sqenv-enter" --check-cpu "$SQENV_CPU_LEVEL" || exit 125
+    fi
     case $sqenv_engine in
         singularity) sqenv_cmd=singularity ;;
         *) sqenv_cmd=apptainer ;;
@@ -85,9 +99,23 @@ sqenv_apptainer_exec() {
             esac
         done
     fi
+    # Never over a top-level directory the container has (vendor images keep their software in
+    # /opt: /opt/conda, /opt/rocm): SQENV_CONTAINER_DIRS, read from PREFIX/container.sif when it
+    # was put there (non-empty directories and non-directories). The site's bind_paths are bound
+    # as named: the site said so.
+    sqenv_has=
+    if [ -n "${SQENV_CONTAINER_DIRS+set}" ] && [ "$sqenv_sif" = "$SQENV_PREFIX/container.sif" ]; then
+        sqenv_has=:$SQENV_CONTAINER_DIRS:
+    fi
     IFS=:
     set -f
-    for sqenv_dir in $sqenv_dirs ${SQENV_BIND_PATHS-}; do
+    for sqenv_dir in $sqenv_dirs; do
+        case $sqenv_has in
+            *:"$sqenv_dir":*) continue ;;
+        esac
+        sqenv_apptainer_bind "$sqenv_dir"
+    done
+    for sqenv_dir in ${SQENV_BIND_PATHS-}; do
         sqenv_apptainer_bind "$sqenv_dir"
     done
     # --pwd only where the cwd is visible inside (apptainer refuses to start otherwise);

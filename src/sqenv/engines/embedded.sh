@@ -31,6 +31,7 @@ sqenv_embedded_exec() {
         x:*) LD_LIBRARY_PATH=$SQENV_LD_PREPEND${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} && export LD_LIBRARY_PATH ;;
     esac
     [ "$SQENV_MOUNT_PATH" = /mnt/sqenv ] || set -- -m "$SQENV_MOUNT_PATH" "$@" # `sqenv wrap --mask`
+    [ -z "${SQENV_CPU_LEVEL-}" ] || set -- -C "$SQENV_CPU_LEVEL" "$@" # built for a CPU (`--target-cpu`)
     exec "$SQENV_PREFIX/sqenv-enter" -t "${SQENV_IDLE:-60}" -r "${SQENV_RUNTIME-}" -s "${SQENV_STAGE-}" \
         -p "$SQENV_PREFIX" "$@"
 }

@@ -29,6 +29,8 @@
  *   -m PATH    show it at PATH instead of the fixed mount path (`sqenv wrap
  *              --mask`: a tree at its original place)
  *   -a ARGV0   argv[0] for PROG (default PROG)
+ *   -C LEVEL   refuse to run unless this CPU has x86-64 LEVEL (x86-64-v3 ...),
+ *              in one line (see cpu.h); `--check-cpu LEVEL` only checks
  *   PROG       absolute path, or a name looked up in PATH
  */
 #define _GNU_SOURCE
@@ -75,6 +77,8 @@ static void die(const char *fmt, ...)
     fputs("\n", stderr);
     exit(EXIT_ENTER);
 }
+
+#include "cpu.h"
 
 static void write_file(const char *path, const char *text)
 {
@@ -362,9 +366,11 @@ static int own_dir_at(char *path, int create_parents)
 /*
  * The runtime directory as an open, verified fd; created when missing:
  * SQENV_RUNTIME_DIR / the config's runtime_dir, else /tmp/sqenv-UID. If
- * another user planted something at /tmp/sqenv-UID, $XDG_RUNTIME_DIR/sqenv
- * (a per-user directory made by the system) is used instead when there is
- * one; otherwise a clear refusal. Planted content is never used.
+ * another user planted something at /tmp/sqenv-UID, DIR/sqenv-UID in the
+ * first of $XDG_RUNTIME_DIR (made by the system) or $TMPDIR (a per-job
+ * directory, where Slurm makes one) that is the user's own and closed to
+ * others is used instead; otherwise a clear refusal. Planted content is
+ * never used.
  */
 static int runtime_dir(const char *configured, char *path, size_t size)
 {
@@ -383,10 +389,15 @@ static int runtime_dir(const char *configured, char *path, size_t size)
     } else {
         snprintf(path, size, "/tmp/sqenv-%u", (unsigned)getuid());
         fd = own_dir_at(path, 0);
-        if (fd == -2 && xdg && xdg[0] == '/') {
+        /* a private directory of the user's own, made by the system (XDG) or by
+         * Slurm for the job (a per-job TMPDIR), instead of the planted one */
+        const char *fallbacks[] = {xdg, getenv("TMPDIR")};
+        for (int i = 0; fd == -2 && i < 2; i++) {
             struct stat st;
-            if (stat(xdg, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid() && !(st.st_mode & 077)) {
-                snprintf(path, size, "%s/sqenv", xdg);
+            const char *dir = fallbacks[i];
+            if (dir && dir[0] == '/' && stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid() &&
+                !(st.st_mode & 022)) {
+                snprintf(path, size, "%s/sqenv-%u", dir, (unsigned)getuid());
                 fd = own_dir_at(path, 0);
             }
         }
@@ -840,6 +851,37 @@ static void mount_images(char **images, int n, const char *idle, const char *rt_
     close(rtfd);
 }
 
+/*
+ * dash opens the launcher script on the lowest free descriptor and marks it
+ * close-on-exec only when it moves it up from below 10: a caller that passes
+ * 3..9 (and more) would see the launcher's descriptor in the program. That
+ * can only happen when 3..9 are all open, so the common case costs one fcntl.
+ */
+static void close_script_fd(const char *prefix)
+{
+    char path[PATH_MAX];
+    struct stat script, st;
+    for (int fd = 3; fd <= 9; fd++)
+        if (fcntl(fd, F_GETFD) < 0)
+            return;
+    snprintf(path, sizeof path, "%s/launcher", prefix);
+    if (stat(path, &script) != 0)
+        return;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    if (!d)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        int fd = atoi(de->d_name);
+        int flags;
+        if (fd < 3 || fd == dirfd(d) || (flags = fcntl(fd, F_GETFD)) < 0 || (flags & FD_CLOEXEC))
+            continue;
+        if (fstat(fd, &st) == 0 && st.st_dev == script.st_dev && st.st_ino == script.st_ino)
+            close(fd);
+    }
+    closedir(d);
+}
+
 int main(int argc, char **argv)
 {
     char *layers[MAX_LAYERS], *images[MAX_LAYERS], *prefixes[MAX_PREFIXES], *argv0 = NULL, *upper = NULL,
@@ -859,8 +901,17 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && !strcmp(argv[1], "--serve"))
         return serve_main(argc - 1, argv + 1);
-    while ((opt = getopt(argc, argv, "+i:t:r:s:l:p:a:wu:W:m:")) != -1) {
+    if (argc == 3 && !strcmp(argv[1], "--check-cpu")) { /* the apptainer engine's check */
+        errno = 0;
+        check_cpu(argv[2], die);
+        return 0;
+    }
+    while ((opt = getopt(argc, argv, "+i:t:r:s:l:p:a:wu:W:m:C:")) != -1) {
         switch (opt) {
+        case 'C':
+            errno = 0;
+            check_cpu(optarg, die);
+            break;
         case 'i':
             if (nimages == MAX_LAYERS)
                 die("too many layers");
@@ -913,6 +964,8 @@ int main(int argc, char **argv)
         errno = 0;
         die("usage: sqenv-enter [-i IMAGE]... [-t IDLE] [-r RUNTIME] [-s STAGE] [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-m PATH] [-a ARGV0] -- PROG [ARGS...]");
     }
+    if (nprefixes) /* before PREFIX is covered by the image */
+        close_script_fd(prefixes[0]);
     if (nimages) {
         /* images first (top first), then any -l directories below them */
         if (nimages + nlayers > MAX_LAYERS)

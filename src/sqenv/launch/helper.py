@@ -1,4 +1,4 @@
-"""The `sqenv-enter` helper shipped in this package, and sqenv's cache directory.
+"""The `sqenv-enter` helper shipped in this package.
 
 The helper is compiled (statically) when sqenv is built or installed
 (`setup.py`), never at `sqenv create`: users need no compiler, and the binary
@@ -17,16 +17,6 @@ from pathlib import Path
 
 from sqenv.errors import ToolMissing
 
-
-def cache_dir() -> Path:
-    """sqenv's cache: config `cache_dir` (or SQENV_CACHE_DIR), else ~/.cache/sqenv."""
-    from sqenv.config import load_config
-
-    configured = load_config().get("cache_dir")
-    base = configured or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sqenv")
-    return Path(os.path.expanduser(base))
-
-
 _REINSTALL = "reinstall sqenv (`pip install .` builds it; that needs a C compiler and static libc, once)"
 
 
@@ -37,7 +27,7 @@ def enter_binary() -> Path:
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise ToolMissing(f"this sqenv has no `sqenv-enter` helper (`{path}` is missing)", _REINSTALL)
     stamp = path.with_name("sqenv-enter.sha256")
-    sources = [here.joinpath(name) for name in ("enter.c", "serve.c")]
+    sources = [here.joinpath(name) for name in ("enter.c", "serve.c", "cpu.h")]
     if all(source.is_file() for source in sources):  # a checkout whose helper source changed since it was built
         h = hashlib.sha256()
         for source in sources:

@@ -66,21 +66,19 @@ fi
 export SQENV_PREFIX
 
 # --- Engine ------------------------------------------------------------------
+# `auto`: the first engine of SQENV_ENGINES (the registry's order) usable here.
 sqenv_engine=${SQENV_ENGINE:-$SQENV_DEFAULT_ENGINE}
 if [ "$sqenv_engine" = auto ]; then
-    if sqenv_embedded_usable; then
-        sqenv_engine=embedded
-    elif command -v apptainer >/dev/null 2>&1; then
-        sqenv_engine=apptainer
-    elif command -v singularity >/dev/null 2>&1; then
-        sqenv_engine=singularity
-    else
-        sqenv_die "no engine can run this environment here: user namespaces or /dev/fuse are unavailable and neither apptainer nor singularity is on PATH" \
-            "run \`sqenv doctor\` for what is missing and how to fix it"
-    fi
+    for sqenv_try in $SQENV_ENGINES; do
+        if "sqenv_${sqenv_try}_usable"; then
+            sqenv_engine=$sqenv_try
+            break
+        fi
+    done
+    [ "$sqenv_engine" != auto ] || sqenv_die "no engine can run this environment here: user namespaces or /dev/fuse are unavailable and neither apptainer nor singularity is on PATH" \
+        "run \`sqenv doctor\` for what is missing and how to fix it"
 fi
-case $sqenv_engine in
-    embedded) sqenv_embedded_exec "$@" ;;
-    apptainer | singularity) sqenv_apptainer_exec "$@" ;;
-    *) sqenv_die "unknown engine \`$sqenv_engine\` (SQENV_ENGINE)" "use one of: auto, embedded, apptainer, singularity" ;;
+case " $SQENV_ENGINES " in
+    *" $sqenv_engine "*) "sqenv_${sqenv_engine}_exec" "$@" ;;
+    *) sqenv_die "unknown engine \`$sqenv_engine\` (SQENV_ENGINE)" "use one of: auto $SQENV_ENGINES" ;;
 esac

@@ -19,8 +19,9 @@
  * it, unmounts, removes the users file and exits. A launch blocked on that
  * lock meanwhile notices the file is gone and mounts afresh.
  *
- * usage: sqenv-enter --serve [-f] [-t IDLE -U USERS] IMAGE MOUNTPOINT
- *   (-f is accepted for symmetry: the server always stays in the foreground)
+ * usage: sqenv-enter --serve [-f] [-d] [-t IDLE -U USERS] IMAGE MOUNTPOINT
+ *   (-f is accepted for symmetry: the server always stays in the foreground;
+ *   -d prints every request, as libfuse's debug mode: the benchmarks count them)
  */
 #define FUSE_USE_VERSION 31
 #define _GNU_SOURCE
@@ -173,7 +174,7 @@ int serve_main(int argc, char **argv)
 {
     struct fuse_lowlevel_ops ops;
     const char *image, *mountpoint;
-    char *fargv[] = {"sqenv-serve", "-o", "ro", NULL};
+    char *fargv[] = {"sqenv-serve", "-o", "ro", "-d", NULL};
     struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
     sqfs_ll_chan ch;
     sqfs_ll *ll;
@@ -181,9 +182,12 @@ int serve_main(int argc, char **argv)
 
     prctl(PR_SET_NAME, "sqenv-serve"); /* what ps, top and pgrep -x show */
     optind = 1;
-    while ((opt = getopt(argc, argv, "+ft:U:")) != -1) {
+    while ((opt = getopt(argc, argv, "+fdt:U:")) != -1) {
         switch (opt) {
         case 'f':
+            break;
+        case 'd':
+            args.argc = 4;
             break;
         case 't':
             users.idle_secs = (unsigned)strtoul(optarg, NULL, 10);
@@ -192,12 +196,12 @@ int serve_main(int argc, char **argv)
             users.path = optarg;
             break;
         default:
-            fprintf(stderr, "usage: sqenv-enter --serve [-f] [-t IDLE -U USERS] IMAGE MOUNTPOINT\n");
+            fprintf(stderr, "usage: sqenv-enter --serve [-f] [-d] [-t IDLE -U USERS] IMAGE MOUNTPOINT\n");
             return 2;
         }
     }
     if (argc - optind != 2) {
-        fprintf(stderr, "usage: sqenv-enter --serve [-f] [-t IDLE -U USERS] IMAGE MOUNTPOINT\n");
+        fprintf(stderr, "usage: sqenv-enter --serve [-f] [-d] [-t IDLE -U USERS] IMAGE MOUNTPOINT\n");
         return 2;
     }
     image = argv[optind];

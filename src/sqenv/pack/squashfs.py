@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqenv.diagnose import classify_mksquashfs
 from sqenv.errors import PackError
 from sqenv.launch import IMAGE_MARKER
-from sqenv.progress import PackProgress
-from sqenv.ui import UI, run
+from sqenv.pack.reproducible import mksquashfs_args, retime_pyc
+from sqenv.tools.diagnose import classify_mksquashfs
+from sqenv.tools.progress import PackProgress
+from sqenv.tools.run import run
+from sqenv.ui import UI
 
 LEVELS = {"zstd": 3, "gzip": 6, "xz": None, "lz4": None}
 
@@ -73,11 +77,24 @@ def pack(
     level: int | None = None,
     jobs: int | None = None,
     log: Path,
+    epoch: int | None = None,
+    enter: Sequence[str] = (),
 ) -> Image:
-    """Write the image of `staging` to `output` (which must not exist)."""
-    (staging / IMAGE_MARKER).write_text(uuid.uuid4().hex + "\n")
-    installed, count = tree_stats(staging)
+    """Write the image of `staging` to `output` (which must not exist): the one mksquashfs call of
+    create, update and compact, so all get the same modes, compression and memory cap.
+
+    `epoch`: store every time as this one, for byte-identical images of the same packages
+    (`sqenv.pack.reproducible`); the marker's content is fixed, so the image ID is its content's.
+    `enter`: the helper and its mounts (`BuildContext.run`) under which `staging` names a merged tree
+    of layers that only exists in that namespace (update, compact); the caller then provides the
+    marker as a layer of its own, and the sizes come from mksquashfs's summary."""
+    if not enter:
+        (staging / IMAGE_MARKER).write_text("sqenv image\n" if epoch is not None else uuid.uuid4().hex + "\n")
+        if epoch is not None:
+            retime_pyc(staging, epoch)
+    installed, count = tree_stats(staging) if not enter else (0, 0)
     argv = [
+        *enter,
         "mksquashfs",
         str(staging),
         str(output),
@@ -96,15 +113,20 @@ def pack(
         "-mem",
         "256M",
     ]
+    # an overlay's root keeps the mode of the upper directory, which may be private
+    argv += ["-root-mode", "755"] if enter else []
+    if epoch is not None:
+        argv += mksquashfs_args(epoch)
     level = level if level is not None else LEVELS.get(compression)
     if level is not None:
         argv += ["-Xcompression-level", str(level)]
     # its progress bar (drawn into the pipe too) feeds the live display on a terminal; off one, no bar
     argv += [] if ui.fancy else ["-no-progress"]
-    with ui.phase(f"Packing {count:,} files ({installed / 1e6:,.0f} MB) into one {compression} image"):
+    what = f"{count:,} files ({installed / 1e6:,.0f} MB)" if not enter else "the whole environment"
+    with ui.phase(f"Packing {what} into one {compression} image"):
         try:
-            run(ui, argv, log=log, error=PackError, what="mksquashfs", progress=PackProgress(),
-                classify=classify_mksquashfs)  # fmt: skip
+            out = run(ui, argv, log=log, error=PackError, what="mksquashfs", progress=PackProgress(),
+                      classify=classify_mksquashfs)  # fmt: skip
         except PackError as err:
             if "No space left" in (err.details or "") or err.message.startswith("no space left"):
                 raise PackError(
@@ -113,6 +135,15 @@ def pack(
                     err.details,
                 ) from None
             raise
+    if enter:
+        installed, count = summary_stats(out)
     return Image(
         path=output, sha256=sha256_of(output), size=output.stat().st_size, installed_size=installed, files_inside=count
     )
+
+
+def summary_stats(out: str) -> tuple[int, int]:
+    """Bytes and entries (the root not counted, as `tree_stats`) from mksquashfs's closing summary."""
+    size = re.search(r"uncompressed filesystem size \(([\d.]+) Kbytes\)", out)
+    inodes = re.search(r"Number of inodes (\d+)", out)
+    return (int(float(size.group(1)) * 1024) if size else 0, int(inodes.group(1)) - 1 if inodes else 0)

@@ -25,6 +25,8 @@ from sqenv.publish.modes import adopt
 
 SHELLS = ("activate", "activate.csh", "activate.fish")
 _TEMPLATES = {"activate": "activate.sh", "activate.csh": "activate.csh", "activate.fish": "activate.fish"}
+SCRIPTS = tuple(_TEMPLATES)
+"""The names of the activation scripts in `PREFIX/bin` (regular files beside the launcher symlinks)."""
 
 
 def variables(prefix: Path, kind: str) -> list[tuple[str, str | None]]:
@@ -70,11 +72,13 @@ def _csh(prefix: Path, kind: str) -> dict[str, str]:
     save, restore = [], []
     pairs: list[tuple[str, str | None]] = [("PATH", None), *variables(prefix, kind)]
     for name, value in pairs:
-        save.append(f'if ( $?{name} ) set _sqenv_old_{name}="${name}:q"')
+        # if/then/endif, never the one-line `if ( ... ) cmd`: csh expands cmd's variables before
+        # it tests the condition ("VIRTUAL_ENV_PROMPT: Undefined variable" when it is unset)
+        save += [f"if ( $?{name} ) then", f'    set _sqenv_old_{name}="${name}:q"', "endif"]
         if name == "PATH":
             save.append(f'setenv PATH {shlex.quote(str(prefix / "bin"))}:"$PATH:q"')
         elif value is None:
-            save.append(f"if ( $?{name} ) unsetenv {name}")
+            save += [f"if ( $?{name} ) then", f"    unsetenv {name}", "endif"]
         else:
             save.append(f"setenv {name} {shlex.quote(value)}")
         restore.append(f"test $?_sqenv_old_{name} = 0 && unsetenv {name};")

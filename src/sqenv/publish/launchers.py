@@ -13,9 +13,8 @@ import shlex
 import stat
 from pathlib import Path
 
-from sqenv import __version__
+from sqenv import __version__, engines
 from sqenv.config import Config, launcher_lines, launcher_values, load_config
-from sqenv.engines import ENGINES, engine_script
 from sqenv.launch import MOUNT_PATH, template
 from sqenv.publish.layout import TEMP_PREFIX, Install
 from sqenv.publish.modes import adopt, make_dir
@@ -34,7 +33,8 @@ def render(
 
     `options` are the install's own launch settings, recorded in its version
     record (`launch`): `mpi`, `engine` (default), `only_engine` (forced),
-    `mount_path`, `wrap_path` (where a wrapped container's programs are). Site and user config
+    `mount_path`, `wrap_path` (where a wrapped container's programs are), `container_dirs` (the
+    top-level directories of PREFIX/container.sif that host directories must not hide). Site and user config
     fill the rest (engine order, MPI library directories, idle timeout,
     runtime and staging directories); forced config values win.
     """
@@ -42,6 +42,7 @@ def render(
     config = config or load_config()
     values = {
         "SQENV_LAYERS": " ".join(layers),
+        "SQENV_ENGINES": " ".join(engines.ORDER),
         "SQENV_MOUNT_PATH": options.get("mount_path") or MOUNT_PATH,
         "SQENV_ACTIVATE": "1" if activate else "0",
         **launcher_values(config, mpi=options.get("mpi")),
@@ -50,6 +51,10 @@ def render(
         values["SQENV_DEFAULT_ENGINE"] = options["engine"]
     if options.get("wrap_path"):
         values["SQENV_WRAP_PATH"] = options["wrap_path"]
+    if options.get("container_dirs") is not None:  # the container's own top-level entries: no host binds over them
+        values["SQENV_CONTAINER_DIRS"] = options["container_dirs"]
+    if options.get("cpu_level"):  # built for a CPU: the helper checks the node has its instructions
+        values["SQENV_CPU_LEVEL"] = options["cpu_level"]
     head = [
         "#!/bin/sh",
         f"# Launcher written by sqenv {__version__}. `sqenv update` and `sqenv rollback` replace it.",
@@ -61,7 +66,7 @@ def render(
         "",
     ]
     parts = ["\n".join(head)]
-    parts += [engine_script(name) for name in ENGINES]
+    parts += engines.scripts()
     parts.append(template("launcher.sh"))
     return "\n".join(parts)
 

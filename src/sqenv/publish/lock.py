@@ -61,6 +61,32 @@ def _flock(fd: int, wait: bool, on_wait) -> bool:
     return True
 
 
+def _owner(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _foreign(path: Path, st: os.stat_result) -> PrefixError | None:
+    """A lock file we must not wait on: another user's, unless it belongs to the group that shares
+    this place (a setgid project directory gives it that group). In a world-writable sticky
+    directory anyone could plant one and block us forever."""
+    if st.st_uid == os.getuid():
+        return None
+    parent = os.stat(path.parent)
+    shared = st.st_gid == parent.st_gid and parent.st_mode & 0o020 and parent.st_gid in os.getgroups()
+    if shared and not parent.st_mode & 0o002:
+        return None
+    return PrefixError(
+        f"the lock file `{path}` belongs to {_owner(st.st_uid)}, not to you or this directory's group: "
+        "sqenv will not wait on it",
+        f"ask its owner to remove `{path}`, or choose a prefix in a directory others cannot write to",
+    )
+
+
 def _open_lock_file(path: Path) -> int | None:
     """The lock file's descriptor; None when the parent directory is not ours to write."""
     flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -68,14 +94,25 @@ def _open_lock_file(path: Path) -> int | None:
         fd = os.open(path, flags, file_mode())
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return None
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return None  # the parent is not ours to write: nobody can create or replace PREFIX here
+            raise _foreign(path, st) or PrefixError(
+                f"cannot open the lock file `{path}`: {exc.strerror}", f"remove `{path}`, then retry"
+            ) from None
         what = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
         raise PrefixError(
             f"cannot use the lock file `{path}`: {what}", f"sqenv did not make it: remove `{path}`"
         ) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise PrefixError(f"`{path}` is not a regular file; sqenv did not make it", f"remove `{path}`, then retry")
+    problem = _foreign(path, st)
+    if problem:
+        os.close(fd)
+        raise problem
     return fd
 
 

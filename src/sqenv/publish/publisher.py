@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 
 from sqenv.errors import PrefixError
+from sqenv.publish.activation import SCRIPTS as ACTIVATION_SCRIPTS
 from sqenv.publish.lock import prefix_lock
 from sqenv.publish.modes import file_mode, fix_dir
 
@@ -41,8 +42,22 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _LAUNCHER_HEAD = "#!/bin/sh\n# Launcher written by sqenv"
 _IMAGE = re.compile(r"v\d+-[0-9a-f]+\.sqfs")
-_SQENV_TEMPS = (".sqenv-update-", ".sqenv.json.", ".launcher.new", ".container.sif.new")
+_SQENV_TEMPS = (".sqenv-update-", ".sqenv.json.", ".container.sif.new")
 _SQENV_FILES = ("sqenv-enter", "container.sif")
+
+
+def _owner(path: Path) -> str:
+    """`name (uid N)` of whoever owns `path` (without following a symlink)."""
+    import pwd
+
+    try:
+        uid = os.lstat(path).st_uid
+    except OSError:
+        return "nobody (it is gone)"
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def remove_tree(path: Path) -> None:
@@ -62,8 +77,11 @@ def remove_tree(path: Path) -> None:
         os.chmod(path, 0o700)
     for root, dirs, _files in os.walk(path):  # top-down: each directory is opened after its chmod
         for name in dirs:
+            full = os.path.join(root, name)
+            if os.path.islink(full):  # lib64 -> lib: os.walk lists it among dirs; never chmod through it
+                continue
             with contextlib.suppress(OSError):
-                os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
+                os.chmod(full, 0o700)
     shutil.rmtree(path)
 
 
@@ -93,7 +111,7 @@ def foreign_entries(prefix: Path) -> list[str]:
 
     An install is recognised by its `sqenv.json` and `launcher` as sqenv
     writes them; besides those it may hold only sqenv-enter, images,
-    container.sif, `bin/` of symlinks to ../launcher, and sqenv's temp files."""
+    container.sif, `bin/` of symlinks to ../launcher and the activation scripts, and sqenv's temp files."""
     names = sorted(os.listdir(prefix))
     if not names:
         return []
@@ -110,13 +128,18 @@ def foreign_entries(prefix: Path) -> list[str]:
         ):
             continue
         if name == "bin" and stat.S_ISDIR(st.st_mode):
-            strays = [
-                e for e in os.listdir(path) if not (path / e).is_symlink() or os.readlink(path / e) != "../launcher"
-            ]
+            strays = [e for e in os.listdir(path) if not _sqenv_bin_entry(path / e)]
             foreign += [f"bin/{e}" for e in sorted(strays)]
             continue
         foreign.append(name)
     return foreign
+
+
+def _sqenv_bin_entry(path: Path) -> bool:
+    """A launcher symlink, or one of the activation scripts sqenv writes beside them (regular files)."""
+    if path.is_symlink():
+        return os.readlink(path) == "../launcher"
+    return path.name in ACTIVATION_SCRIPTS and stat.S_ISREG(os.lstat(path).st_mode)
 
 
 def _listing(names: list[str], limit: int = 4) -> str:
@@ -296,11 +319,18 @@ class Publisher:
         old = self.prefix.parent / f".{self.prefix.name}.sqenv-old-{secrets.token_hex(4)}"
         journal = journal_path(self.prefix)
         tmp = journal.with_name(journal.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        with open(tmp, "x") as fh:
-            json.dump({"old": old.name, "new": self.tmp.name}, fh)
-        os.chmod(tmp, file_mode())
-        os.rename(tmp, journal)
+        try:
+            tmp.unlink(missing_ok=True)
+            with open(tmp, "x", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, 0o600)) as fh:
+                json.dump({"old": old.name, "new": self.tmp.name}, fh)
+            os.chmod(tmp, file_mode())
+            os.rename(tmp, journal)
+        except OSError as exc:  # another user's file there (a shared, sticky parent): PREFIX is untouched
+            planted = tmp if os.path.lexists(tmp) else journal
+            raise PrefixError(
+                f"cannot write the journal `{planted}`: {exc.strerror} (it belongs to {_owner(planted)})",
+                f"sqenv did not make it: ask its owner to remove `{planted}`, then retry",
+            ) from None
         os.rename(self.prefix, old)
         os.rename(self.tmp, self.prefix)
         self.committed = True

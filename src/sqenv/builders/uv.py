@@ -1,0 +1,70 @@
+"""uv, run in the build namespace: for pip environments and for the `pip:` part of conda ones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from uv import find_uv_bin
+
+from sqenv.builders.base import BuildContext
+from sqenv.inputs.cpu import compiler_flag
+from sqenv.tools.diagnose import classify_uv
+from sqenv.tools.progress import UvProgress, built_from_source
+
+
+def uv(ctx: BuildContext, argv: list[str], what: str) -> str:
+    """Run uv in the build namespace: package sources from the spec, its progress read for the
+    display, a failure reported by its cause (`sqenv.tools.diagnose`)."""
+    exe = find_uv_bin()
+    # Copies, always: the target is the staging directory bound at the image path, another mount
+    # than uv's cache, so a hard link (or reflink) fails with EXDEV for every file before uv falls
+    # back; an update's target is an overlay, and a post-install script may rewrite files in place.
+    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", "UV_LINK_MODE": "copy"}
+    progress = None
+    installing = argv[:2] == ["pip", "install"]
+    if argv[0] == "venv":  # --seed fetches pip from the index
+        argv = [*argv, *ctx.spec.index.uv_args(exe)]
+    elif installing:
+        # -v: uv names each package as it resolves and fetches it (counts for the display, details for the log)
+        argv = [*argv[:2], "-v", *ctx.spec.index.uv_args(exe), *argv[2:]]
+        progress = UvProgress()
+        env.update(target_env(ctx.spec.target_cpu, ctx.spec.optimize_sdists))
+    output = ctx.run([exe, *argv], what=what, env=env, progress=progress,
+                     classify=lambda output, code: classify_uv(output, code, "uv"))  # fmt: skip
+    if installing and ctx.spec.target_cpu:
+        warn_generic_builds(ctx, built_from_source(output))
+    return output
+
+
+def target_env(target: str | None, optimize: bool) -> dict[str, str]:
+    """With `--optimize-sdists`: CFLAGS/CXXFLAGS with the target's `-march` (after the user's own), and
+    a uv cache of its own for that flag, since uv's cache of built wheels does not key on CFLAGS: a
+    generic build cached earlier would otherwise be installed instead of building for the target."""
+    if not (target and optimize):
+        return {}
+    flag = compiler_flag(target)
+    env = {name: f"{os.environ.get(name, '')} {flag}".strip() for name in ("CFLAGS", "CXXFLAGS")}
+    env["UV_CACHE_DIR"] = f"{default_cache_dir()}-{flag.lstrip('-').replace('=', '-')}"
+    return env
+
+
+def default_cache_dir() -> str:
+    """Where uv caches by default (`$UV_CACHE_DIR`, else `$XDG_CACHE_HOME/uv`, else `~/.cache/uv`)."""
+    if os.environ.get("UV_CACHE_DIR"):
+        return os.environ["UV_CACHE_DIR"].rstrip("/")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return f"{base.rstrip('/')}/uv"
+
+
+def warn_generic_builds(ctx: BuildContext, built: list[str]) -> None:
+    """One warning (or one note, with `--optimize-sdists`) naming what uv compiled from source."""
+    if not built:
+        return
+    target, flag = ctx.spec.target_cpu or "", compiler_flag(ctx.spec.target_cpu or "")
+    names = ", ".join(built)
+    if ctx.spec.optimize_sdists:
+        ctx.ui.info(f"Built from source for {target} (CFLAGS/CXXFLAGS {flag}): {names}")
+    else:
+        ctx.ui.warn(f"built from source without {flag} for the target CPU {target}: {names} "
+                    f"(generic code; add `--optimize-sdists` to compile them for {target})")  # fmt: skip

@@ -1,0 +1,72 @@
+"""Run by tests/integration/test_kernel.py as the test user: start a kernelspec with jupyter_client, then
+execute, interrupt, restart and shut it down. Prints one JSON object of what happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from jupyter_client.manager import start_new_kernel
+
+
+def shell_reply(kc, msg_id: str, timeout: float = 120) -> dict:
+    """The shell channel's reply to one request (skipping replies to others)."""
+    while True:
+        reply = kc.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+
+
+def execute(kc, code: str, timeout: float = 120) -> dict:
+    """Run code; return {"status", "stdout", "ename"} from the kernel's replies."""
+    msg_id = kc.execute(code)
+    out = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    reply = shell_reply(kc, msg_id, timeout)
+    return {"status": reply["content"]["status"], "stdout": "".join(out), "ename": reply["content"].get("ename")}
+
+
+def main() -> None:
+    name = sys.argv[1]
+    result: dict = {}
+    km, kc = start_new_kernel(kernel_name=name, startup_timeout=120)
+    try:
+        result["started_pid"] = km.provisioner.pid
+        result["six"] = execute(kc, "import os, six; print(six.__file__); print(os.getpid())")
+        # interrupt a long computation: SIGINT reaches the kernel through the launcher
+        msg_id = kc.execute("import time\nfor _ in range(6000): time.sleep(0.1)", stop_on_error=False)
+        while True:  # wait until it is running
+            msg = kc.get_iopub_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+                break
+        km.interrupt_kernel()
+        reply = shell_reply(kc, msg_id)
+        result["interrupt"] = {"status": reply["content"]["status"], "ename": reply["content"].get("ename")}
+        result["after_interrupt"] = execute(kc, "print(6 * 7)")
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=120)
+        result["restarted_pid"] = km.provisioner.pid
+        result["after_restart"] = execute(kc, "import os, sys; print(sys.prefix); print(os.getpid())")
+    finally:
+        kc.stop_channels()
+        pid = km.provisioner.pid if km.provisioner else None
+        km.shutdown_kernel(now=False)
+        result["alive_after_shutdown"] = km.is_alive()
+        try:
+            os.kill(pid, 0)
+            result["pid_exists_after_shutdown"] = True
+        except (ProcessLookupError, TypeError):
+            result["pid_exists_after_shutdown"] = False
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
