@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from queue import Empty
 
 from jupyter_client.manager import start_new_kernel
 
@@ -42,13 +43,22 @@ def main() -> None:
         result["started_pid"] = km.provisioner.pid
         result["six"] = execute(kc, "import os, six; print(six.__file__); print(os.getpid())")
         # interrupt a long computation: SIGINT reaches the kernel through the launcher
-        msg_id = kc.execute("import time\nfor _ in range(6000): time.sleep(0.1)", stop_on_error=False)
-        while True:  # wait until it is running
+        code = "import time\nprint('running', flush=True)\nfor _ in range(6000): time.sleep(0.1)"
+        msg_id = kc.execute(code, stop_on_error=False)
+        while True:  # wait until the loop runs (`execute_input` comes before the code starts)
             msg = kc.get_iopub_msg(timeout=120)
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
                 break
-        km.interrupt_kernel()
-        reply = shell_reply(kc, msg_id)
+        reply = None
+        for _ in range(6):  # a SIGINT that lands between statements is retried, never lost for good
+            km.interrupt_kernel()
+            try:
+                reply = shell_reply(kc, msg_id, timeout=10)
+                break
+            except Empty:
+                continue
+        if reply is None:
+            raise SystemExit("the kernel did not stop after six interrupts")
         result["interrupt"] = {"status": reply["content"]["status"], "ename": reply["content"].get("ename")}
         result["after_interrupt"] = execute(kc, "print(6 * 7)")
         km.restart_kernel(now=False)
