@@ -21,6 +21,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,29 @@ def shared_dir(user: User, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory the test user owns, for installs shared across tests."""
     with owned_dir("sqenv-tests", user.uid, user.gid) as path:
         yield path
+
+
+@pytest.fixture
+def place(user: User, shared_dir: Path) -> Path:
+    """A new directory the test user owns, inside `shared_dir`."""
+    d = Path(tempfile.mkdtemp(dir=shared_dir))
+    d.chmod(0o755)
+    os.chown(d, user.uid, user.gid)
+    return d
+
+
+# Apptainer modules: each defines `user` (the ordinary user apptainer runs as); these use it.
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory):
+    from apptainer import ensure_apptainer  # tests/infra
+
+    return ensure_apptainer(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def base_sif(app, user: str) -> Path:
+    """Debian + python3 as a SIF, cached."""
+    return app.base_sif(user)
 
 
 @pytest.fixture(scope="session")

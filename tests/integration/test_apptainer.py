@@ -28,11 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-try:
-    from tests.infra.apptainer import Apptainer, ensure_apptainer
-except ImportError:  # tests/ is not a package: conftest put tests/infra on sys.path
-    from apptainer import Apptainer, ensure_apptainer  # type: ignore[no-redef]
+from apptainer import Apptainer  # tests/infra, on sys.path through tests/conftest.py
 
 from support import BASE_PYTHON, SQENV, launchers, need, owned_dir
 
@@ -44,18 +40,8 @@ AWKWARD = ["", " ", "a b", "'", '"', "\n", "*", "?[a]", "$HOME", "`id`", "ü→�
 
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Apptainer:
-    return ensure_apptainer(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def user(app: Apptainer) -> str:
     return app.ensure_user("sqapp")
-
-
-@pytest.fixture(scope="module")
-def base_sif(app: Apptainer, user: str) -> Path:
-    return app.base_sif(user)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apptainer import Apptainer, ensure_apptainer  # tests/infra, on sys.path through tests/conftest.py
+from apptainer import Apptainer  # tests/infra, on sys.path through tests/conftest.py
 
 pytestmark = pytest.mark.apptainer
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Apptainer:
-    return ensure_apptainer(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +24,8 @@ def user(app: Apptainer) -> str:
 
 
 @pytest.fixture(scope="module")
-def base(app: Apptainer, user: str) -> Path:
-    return app.base_sif(user)
+def base(base_sif: Path) -> Path:
+    return base_sif
 
 
 @pytest.fixture

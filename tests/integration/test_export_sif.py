@@ -20,11 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-try:
-    from tests.infra.apptainer import Apptainer, ensure_apptainer
-except ImportError:  # tests/ is not a package: conftest put tests/infra on sys.path
-    from apptainer import Apptainer, ensure_apptainer  # type: ignore[no-redef]
+from apptainer import Apptainer  # tests/infra, on sys.path through tests/conftest.py
 
 from support import BASE_PYTHON, SQENV
 
@@ -33,18 +29,8 @@ NO_PROXY = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Apptainer:
-    return ensure_apptainer(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def user(app: Apptainer) -> str:
     return app.ensure_user("sqapp")
-
-
-@pytest.fixture(scope="module")
-def base_sif(app: Apptainer, user: str) -> Path:
-    return app.base_sif(user)
 
 
 @pytest.fixture(scope="module")

@@ -26,15 +26,6 @@ PIP_WHEELS = Path("/usr/share/python-wheels")  # Debian's python3-pip-whl: pip f
 
 
 @pytest.fixture
-def place(user: User, shared_dir: Path) -> Path:
-    """A new directory the test user owns."""
-    d = Path(tempfile.mkdtemp(dir=shared_dir))
-    d.chmod(0o755)
-    os.chown(d, user.uid, user.gid)
-    return d
-
-
-@pytest.fixture
 def files(shared_dir: Path) -> Path:
     """A new directory for the test's input files (root's, readable by the test user)."""
     d = Path(tempfile.mkdtemp(dir=shared_dir))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import platform
 import tarfile
 import tempfile
@@ -75,14 +74,6 @@ def links(shared_dir: Path) -> Path:
             tf.addfile(info, io.BytesIO(data))
     d.chmod(0o755)
     (d / "cflagsprobe-1.0.tar.gz").chmod(0o644)
-    return d
-
-
-@pytest.fixture
-def place(user: User, shared_dir: Path) -> Path:
-    d = Path(tempfile.mkdtemp(dir=shared_dir))
-    d.chmod(0o755)
-    os.chown(d, user.uid, user.gid)
     return d
 
 
