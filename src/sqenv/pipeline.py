@@ -121,12 +121,56 @@ def _provenance(spec: BuildSpec, result: BuildResult, staging: Path, mount_path:
     return when if spec.kind in ("pip", "conda") else None
 
 
+def layer_run(spec: BuildSpec, work: Path):
+    """How a layer on a base image's Python runs its build commands inside that image."""
+    from uv import find_uv_bin
+
+    from sqenv.builders.base_image import container_run
+    from sqenv.builders.uv import default_cache_dir
+
+    assert spec.base_image is not None
+    scripts = [p for p in (spec.pre_install, spec.post_install, spec.environ_file) if p]
+    return container_run(spec.base_image, workdir=work, cwd=Path.cwd(), inputs=[*spec.pip.requirement_files, *scripts],
+                         cache=default_cache_dir(), uv_host=find_uv_bin())  # fmt: skip
+
+
+def place_base_image(spec: BuildSpec, out: Path, launch: dict, result: BuildResult, ui: UI) -> None:
+    """The install's container: copied or hard-linked in as container.sif, or referenced where it is
+    (`--base-image-ref`, a site's path). A layer on it runs only there; its top-level entries are
+    never hidden by host directories (engines/apptainer.sh)."""
+    from sqenv.builders.sif import add_container, container_dirs
+    from sqenv.pack.squashfs import sha256_of
+
+    assert spec.base_image is not None
+    placed = spec.base_image if spec.base_image_ref else add_container(out, spec.base_image, ui)
+    found = container_dirs(placed)
+    if found is not None:
+        launch["container_dirs"] = found
+    if not spec.on_base_image:
+        return
+    launch.update(engine=spec.engine or "apptainer", only_engine=spec.engine or "apptainer", on_container="1")
+    if spec.base_image_ref:
+        launch["container"] = str(spec.base_image)
+    with ui.phase(f"Checksumming the base image {spec.base_image.name}"):
+        digest = sha256_of(placed)
+    record = result.extra.setdefault("base_image", {})
+    record.update(path=str(spec.base_image), referenced=spec.base_image_ref, sha256=digest,
+                  size=placed.stat().st_size)  # fmt: skip
+
+
 def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> tuple[Image, list[str], BuildResult]:
     """Build in `work`, write the image, helper, launchers and metadata into `out`."""
     staging = work / "root"
     staging.mkdir()
     ctx = BuildContext(
-        spec=spec, staging=staging, workdir=work, enter=enter, ui=ui, cwd=Path.cwd(), log_path=log_file("create")
+        spec=spec,
+        staging=staging,
+        workdir=work,
+        enter=enter,
+        ui=ui,
+        cwd=Path.cwd(),
+        log_path=log_file("create"),
+        container=layer_run(spec, work) if spec.on_base_image else None,
     )
     result = build(ctx)
     # a builder may name its programs (wrap -w) and launch options (wrap --mask: the mount path)
@@ -152,11 +196,7 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
     shutil.copy2(enter, install.enter)
     adopt(out, install.enter, executable=True)
     if spec.base_image:
-        from sqenv.builders.sif import add_container, container_dirs
-
-        found = container_dirs(add_container(out, spec.base_image, ui))
-        if found is not None:  # host directories are not bound over these (engines/apptainer.sh)
-            launch["container_dirs"] = found
+        place_base_image(spec, out, launch, result, ui)
     launchers.write(install, [layer], names, activate=result.activate, options=launch)
     activation.write(out, spec.prefix.absolute(), spec.kind)
     data = {

@@ -39,7 +39,8 @@ DEFAULT_ROOT = "/var/cache/sqenv-test/apptainer-root"
 # Base SIFs built as root are cached per user under /var/tmp: the shim binds it, so apptainer
 # sees them, and it outlives one session.
 SHARED_SIF_DIR = Path("/var/tmp/sqenv-test-apptainer")
-BASE_STAMP = "opt/sqenv-base/.sqenv-base"  # in the root; a newer tree invalidates cached SIFs
+STAMPS = {"base": "opt/sqenv-base/.sqenv-base", "vendor": "opt/sqenv-vendor/.sqenv-vendor"}
+"""In the root, per image flavour; a newer tree invalidates cached SIFs."""
 
 
 class ApptainerInfraError(Exception):
@@ -188,21 +189,43 @@ class Apptainer:
         Debian 12 like the host: the same glibc and /usr/bin/python3 (3.11), so venvs made with
         the host's /usr/bin/python3 and self-contained conda envs run in it unchanged.
         """
+        return self._sif("base", user)
+
+    def vendor_sif(self, user: str | None = None) -> Path:
+        """The stand-in for a vendor PyTorch image: the base plus python3-numpy (torch's part) and
+        python3-pip, with a second copy of Python and numpy under /opt/vendor (off the PATH)."""
+        return self._sif("vendor", user)
+
+    def _sif(self, flavour: str, user: str | None) -> Path:
         user = user or pwd.getpwuid(os.geteuid()).pw_name
         out_dir = self.sif_dir / user
         out_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        out = out_dir / "base.sif"
-        source = out.with_name("base.sif.source")  # which base tree the cached SIF came from
+        out = out_dir / f"{flavour}.sif"
+        source = out.with_name(f"{flavour}.sif.source")  # which tree the cached SIF came from
         with _locked(out_dir / ".lock"):
-            stamp = self.root / BASE_STAMP
+            stamp = self.root / STAMPS[flavour]
             key = f"{stamp}:{stamp.stat().st_mtime_ns}\n" if stamp.is_file() else None
             if not (out.is_file() and key and source.is_file() and source.read_text() == key):
                 try:
-                    _script("base-sif", str(out), *([user] if os.geteuid() == 0 else []))
+                    _script(f"{flavour}-sif", str(out), *([user] if os.geteuid() == 0 else []))
                 except ApptainerInfraError as exc:
                     _unavailable(str(exc))
                 source.write_text(f"{stamp}:{stamp.stat().st_mtime_ns}\n")
         return out
+
+
+def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment without sqenv's and apptainer's variables, plus EXTRA
+    (embedded launches: image mounts go away 2 s after the last user, not 60)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SQENV_", "APPTAINER", "SINGULARITY"))}
+    env.update(LANG="C.UTF-8", TMPDIR="/tmp", SQENV_IDLE_TIMEOUT="2", **(extra or {}))
+    return env
+
+
+def run_as(app: Apptainer, user: str, argv: Sequence[Any], *, env: dict | None = None, cwd: Path | None = None,
+           **kw: Any) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """ARGV as USER with the shims on PATH and `env_for(env)`, from /var/tmp (seen by the shim)."""
+    return app.run([str(a) for a in argv], user=user, cwd=cwd or "/var/tmp", env=env_for(env), **kw)
 
 
 def ensure_apptainer(tmp_path_factory: pytest.TempPathFactory) -> Apptainer:

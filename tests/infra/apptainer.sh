@@ -10,9 +10,12 @@
 #   apptainer.sh shim DIR              write DIR/apptainer (POSIX sh) and DIR/singularity
 #   apptainer.sh adduser USER...       copy host USERs' passwd/group entries into ROOT (as root)
 #   apptainer.sh base-sandbox          build the base image's tree, ROOT/opt/sqenv-base (as root)
+#   apptainer.sh base-sandbox vendor  the vendor stand-in's tree, ROOT/opt/sqenv-vendor: python3-numpy
+#                                      and python3-pip too, and a Python copied under /opt/vendor
 #   apptainer.sh base-sif OUT.sif [USER]
 #                                      build the base SIF from that tree; as root it is built as
 #                                      USER (default $SQENV_APPTAINER_USER) and OUT is theirs
+#   apptainer.sh vendor-sif OUT.sif [USER]   the same for the vendor stand-in
 #
 # The base image is a minbase Debian 12 (bookworm) with python3: the same glibc (2.36) and the
 # same Python 3.11 as the host's /usr/bin/python3, so a venv made on the host with that Python,
@@ -44,6 +47,10 @@ readonly ROOT_PACKAGES=apptainer,squashfuse,fuse2fs,squashfs-tools,gocryptfs
 readonly BASE_SUITE=bookworm
 readonly BASE_PACKAGES=python3
 readonly BASE_IN_ROOT=/opt/sqenv-base
+# The stand-in for a vendor PyTorch/ROCm image: numpy plays torch (issue 13). Its Python is at
+# /usr/bin/python3 and, copied with numpy, at /opt/vendor/bin/python3 (off the PATH).
+readonly VENDOR_PACKAGES=python3,python3-numpy,python3-pip
+readonly VENDOR_IN_ROOT=/opt/sqenv-vendor
 # Host directories the shim binds (when they exist on the host): where tests keep their files.
 readonly DEFAULT_BINDS=/tmp:/var/tmp:/home:/work
 readonly CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
@@ -183,6 +190,9 @@ cmd_root() {
             if stamp_ok "$ROOT.old.$$$BASE_IN_ROOT" base "$BASE_SUITE"; then
                 mv -T "$ROOT.old.$$$BASE_IN_ROOT" "$tmp$BASE_IN_ROOT"
             fi
+            if stamp_ok "$ROOT.old.$$$VENDOR_IN_ROOT" vendor "$BASE_SUITE"; then
+                mv -T "$ROOT.old.$$$VENDOR_IN_ROOT" "$tmp$VENDOR_IN_ROOT"
+            fi
         fi
         mv -T "$tmp" "$ROOT"
         trap - EXIT
@@ -298,20 +308,26 @@ EOF
     ln -sfn apptainer "$dir/singularity"
 }
 
-cmd_base_sandbox() {
+cmd_base_sandbox() {  # [vendor]
     need_root base-sandbox
     stamp_ok "$ROOT" root "$SUITE" || die "no apptainer root at $ROOT" "run \`$PROG root\` first"
-    local target=$ROOT$BASE_IN_ROOT
-    stamp_ok "$target" base "$BASE_SUITE" && return
+    local flavour=${1:-base} target packages
+    case $flavour in
+        base) target=$ROOT$BASE_IN_ROOT packages=$BASE_PACKAGES ;;
+        vendor) target=$ROOT$VENDOR_IN_ROOT packages=$VENDOR_PACKAGES ;;
+        *) die "unknown image flavour \`$flavour\`" "use base or vendor" ;;
+    esac
+    stamp_ok "$target" "$flavour" "$BASE_SUITE" && return
     lock
-    stamp_ok "$target" base "$BASE_SUITE" && return
+    stamp_ok "$target" "$flavour" "$BASE_SUITE" && return
     local tmp old start=$SECONDS
-    for old in "$ROOT/opt/.sqenv-base".build.* "$target".old.*; do remove_tree "$old"; done
-    tmp=$(mktemp -d "$ROOT/opt/.sqenv-base.build.XXXXXX")
+    for old in "$ROOT/opt/.sqenv-$flavour".build.* "$target".old.*; do remove_tree "$old"; done
+    tmp=$(mktemp -d "$ROOT/opt/.sqenv-$flavour.build.XXXXXX")
     # shellcheck disable=SC2064  # expand now: remove this build's dir however we exit
     trap "remove_tree '$tmp'" EXIT
-    log "building the base image tree (Debian $BASE_SUITE minbase with $BASE_PACKAGES)"
-    debootstrap_into "$BASE_SUITE" "$tmp" "$BASE_PACKAGES"
+    log "building the $flavour image tree (Debian $BASE_SUITE minbase with $packages)"
+    debootstrap_into "$BASE_SUITE" "$tmp" "$packages"
+    [[ $flavour != vendor ]] || vendor_python "$tmp"
     # slim it; then make it buildable by any non-root user: no device nodes, all readable
     rm -rf "$tmp"/var/cache/apt/*.bin "$tmp"/var/cache/apt/archives/*.deb \
         "$tmp"/var/lib/apt/lists/* "$tmp"/usr/share/doc/* "$tmp"/usr/share/man/* \
@@ -320,7 +336,7 @@ cmd_base_sandbox() {
         -exec rm -rf {} +
     remove_special_files "$tmp"
     chmod -R a+rX "$tmp"
-    printf 'recipe=%s %s\n' "$BASE_RECIPE" "$BASE_SUITE" >"$tmp/.sqenv-base"
+    printf 'recipe=%s %s\n' "$BASE_RECIPE" "$BASE_SUITE" >"$tmp/.sqenv-$flavour"
     if [[ -e $target ]]; then mv -T "$target" "$target.old.$$"; fi
     mv -T "$tmp" "$target"
     trap - EXIT
@@ -328,8 +344,23 @@ cmd_base_sandbox() {
     log "built $target in $((SECONDS - start)) s"
 }
 
-cmd_base_sif() {
-    [[ $# -ge 1 && $# -le 2 ]] || die "usage: $PROG base-sif OUT.sif [USER]"
+vendor_python() {  # TREE: a second Python under /opt/vendor, as vendor images keep theirs (/opt/conda)
+    local tree=$1 dist
+    mkdir -p "$tree/opt/vendor/bin" "$tree/opt/vendor/lib/python3/dist-packages"
+    cp "$tree/usr/bin/python3.11" "$tree/opt/vendor/bin/python3.11"  # a copy: its prefix is /opt/vendor
+    ln -s python3.11 "$tree/opt/vendor/bin/python3"
+    cp -a "$tree/usr/lib/python3.11" "$tree/opt/vendor/lib/python3.11"
+    for dist in "$tree"/usr/lib/python3/dist-packages/numpy*; do
+        cp -a "$dist" "$tree/opt/vendor/lib/python3/dist-packages/"
+    done
+}
+
+cmd_base_sif() {  # base|vendor OUT.sif [USER]
+    local flavour=$1 tree
+    shift
+    [[ $# -ge 1 && $# -le 2 ]] || die "usage: $PROG $flavour-sif OUT.sif [USER]"
+    tree=$BASE_IN_ROOT
+    [[ $flavour == base ]] || tree=$VENDOR_IN_ROOT
     local out user tmp uid gid home as_user=()
     out=$(realpath -m "$1")
     [[ -d ${out%/*} ]] || die "no directory ${out%/*} for $out"
@@ -342,7 +373,7 @@ cmd_base_sif() {
         gid=$(id -g "$user")
         [[ $uid -ne 0 ]] || die "USER must not be root"
         cmd_root
-        cmd_base_sandbox
+        cmd_base_sandbox "$flavour"
         cmd_adduser "$user"
         unlock  # the build below only reads the root
         home=$(getent passwd "$user" | cut -d: -f6)
@@ -351,8 +382,8 @@ cmd_base_sif() {
     else
         user=$(id -un)
         [[ -z ${2:-} || $2 == "$user" ]] || die "only root can build as another user ($2)"
-        stamp_ok "$ROOT$BASE_IN_ROOT" base "$BASE_SUITE" || die \
-            "no base image tree at $ROOT$BASE_IN_ROOT" "run \`$PROG base-sandbox\` as root first"
+        stamp_ok "$ROOT$tree" "$flavour" "$BASE_SUITE" || die \
+            "no $flavour image tree at $ROOT$tree" "run \`$PROG base-sandbox $flavour\` as root first"
     fi
     tmp=$(mktemp -d /tmp/sqenv-base-sif.XXXXXX)  # /tmp: bound into the shim
     # shellcheck disable=SC2064  # expand now
@@ -362,9 +393,9 @@ cmd_base_sif() {
     if ! (cd "$tmp" && "${as_user[@]}" env APPTAINER_CACHEDIR="$tmp/cache" \
         APPTAINER_TMPDIR="$tmp" "$tmp/bin/apptainer" build \
         --mksquashfs-args "-comp zstd -Xcompression-level 3" "$tmp/base.sif" \
-        "$BASE_IN_ROOT" >"$tmp/build.log" 2>&1); then
+        "$tree" >"$tmp/build.log" 2>&1); then
         tail -n 25 "$tmp/build.log" >&2
-        die "\`apptainer build\` of the base SIF failed (as $user)"
+        die "\`apptainer build\` of the $flavour SIF failed (as $user)"
     fi
     cp "$tmp/base.sif" "$out.part.$$"
     if [[ $EUID -eq 0 ]]; then chown "$uid:$gid" "$out.part.$$"; fi
@@ -372,7 +403,7 @@ cmd_base_sif() {
 }
 
 main() {
-    [[ $# -ge 1 ]] || die "usage: $PROG root|shim|adduser|base-sandbox|base-sif ..."
+    [[ $# -ge 1 ]] || die "usage: $PROG root|shim|adduser|base-sandbox|base-sif|vendor-sif ..."
     local cmd=$1
     shift
     case $cmd in
@@ -380,7 +411,8 @@ main() {
         shim) cmd_shim "$@" ;;
         adduser) cmd_adduser "$@" ;;
         base-sandbox) cmd_base_sandbox "$@" ;;
-        base-sif) cmd_base_sif "$@" ;;
+        base-sif) cmd_base_sif base "$@" ;;
+        vendor-sif) cmd_base_sif vendor "$@" ;;
         -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
         *) die "unknown command \`$cmd\`" "try \`$PROG --help\`" ;;
     esac

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apptainer import Apptainer  # tests/infra, on sys.path through tests/conftest.py
+from apptainer import Apptainer, env_for, run_as  # tests/infra, on sys.path through tests/conftest.py
 
 from support import BASE_PYTHON, SQENV, launchers, need, owned_dir
 
@@ -58,17 +58,7 @@ def appenv(base_sif: Path) -> dict[str, str]:
     return {"SQENV_ENGINE": "apptainer", "SQENV_APPTAINER_IMAGE": str(base_sif), "SQENV_APPTAINER_HOST_DIRS": HOST_DIRS}
 
 
-def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SQENV_", "APPTAINER", "SINGULARITY"))}
-    # (embedded launches: their image mounts go away 2 s after the last user, not 60)
-    env.update(LANG="C.UTF-8", TMPDIR="/tmp", SQENV_IDLE_TIMEOUT="2", **(extra or {}))
-    return env
-
-
-def run(
-    app: Apptainer, user: str, argv: list, *, env: dict | None = None, cwd: Path | None = None, **kw
-) -> subprocess.CompletedProcess[str]:
-    return app.run([str(a) for a in argv], user=user, cwd=cwd or "/var/tmp", env=env_for(env), **kw)
+run = run_as
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

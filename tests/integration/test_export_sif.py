@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apptainer import Apptainer  # tests/infra, on sys.path through tests/conftest.py
+from apptainer import Apptainer, run_as  # tests/infra, on sys.path through tests/conftest.py
+from apptainer import env_for as apptainer_env
 
 from support import BASE_PYTHON, SQENV
 
@@ -44,13 +45,11 @@ def work(user: str) -> Iterator[Path]:
 
 
 def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SQENV_", "APPTAINER", "SINGULARITY"))}
-    env.update(LANG="C.UTF-8", TMPDIR="/tmp", SQENV_IDLE_TIMEOUT="2", **NO_PROXY, **(extra or {}))
-    return env
+    return apptainer_env({**NO_PROXY, **(extra or {})})
 
 
 def run(app: Apptainer, user: str, argv: list, *, env: dict | None = None, cwd: Path | None = None, **kw):
-    return app.run([str(a) for a in argv], user=user, cwd=cwd or "/var/tmp", env=env_for(env), **kw)
+    return run_as(app, user, argv, env={**NO_PROXY, **(env or {})}, cwd=cwd, **kw)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

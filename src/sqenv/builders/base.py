@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from sqenv.builders.base_image import ContainerRun
 from sqenv.errors import BuildError, SqenvError
 from sqenv.inputs import BuildSpec
 from sqenv.launch import MOUNT_PATH
@@ -61,6 +62,10 @@ class BuildContext:
     log_path: Path | None = None
     """Where the tools' output goes; outside the build dir, so it survives a failure."""
 
+    container: ContainerRun | None = None
+    """A pip layer on a base image (`--base-image`): commands run inside that container, with the
+    staging directory at the mount path, instead of in sqenv-enter's namespace."""
+
     @property
     def log(self) -> Path:
         return self.log_path or self.workdir / "build.log"
@@ -78,8 +83,11 @@ class BuildContext:
     ) -> str:
         """Run a command with the staging directory mounted at MOUNT_PATH (`output`: `ui.run`'s
         classify/progress/stream)."""
-        mounts = self.mounts or ("-w", "-l", str(self.staging))
-        full = [str(self.enter), *mounts, "--", *argv]
+        if self.container is not None:
+            full = [*self.container.argv(self.staging, cwd or self.cwd), *argv]
+        else:
+            mounts = self.mounts or ("-w", "-l", str(self.staging))
+            full = [str(self.enter), *mounts, "--", *argv]
         merged = dict(os.environ)
         merged.update(env or {})
         return run(self.ui, full, log=self.log, error=error, what=what, hint=hint, env=merged, cwd=cwd or self.cwd,

@@ -13,7 +13,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sqenv.builders import shims
+from packaging.utils import canonicalize_name
+
+from sqenv.builders import base_image, shims
 from sqenv.builders.base import BuildContext, BuildResult, Package
 from sqenv.builders.uv import uv
 from sqenv.errors import InputError
@@ -53,11 +55,14 @@ def find_python(requested: str | None) -> tuple[str, dict]:
 
 def build(ctx: BuildContext) -> BuildResult:
     spec = ctx.spec.pip
-    python, info = find_python(spec.python)
+    if ctx.container is not None:  # a layer on a base image's Python (builders/base_image)
+        python, info = base_image.find_python(ctx.container, spec.python)
+    else:
+        python, info = find_python(spec.python)
     mount = ctx.mount_path
     offline = ctx.spec.index.no_index
     venv = ["venv", "--no-config", "--python", python, mount] + ([] if offline else ["--seed"])
-    if spec.system_site_packages:
+    if spec.system_site_packages or ctx.container is not None:
         venv.insert(1, "--system-site-packages")
     with ctx.ui.phase(f"Creating a venv on Python {info['version']} ({python})"):
         uv(ctx, venv, "creating the venv")
@@ -69,11 +74,27 @@ def build(ctx: BuildContext) -> BuildResult:
     install += list(spec.packages)
     if spec.requirement_files or spec.packages:
         with ctx.ui.phase("Resolving, downloading and installing packages"):
-            uv(ctx, install, "installing packages")
+            _install(ctx, install, python, spec.packages, spec.requirement_files)
     found = site_packages(ctx.staging)
     if found is not None:
         shims.install(found)
-    return refresh(ctx, BuildResult(packages=[], python=info, extra=target_record(ctx.spec)))
+    extra = target_record(ctx.spec)
+    if ctx.container is not None:  # completed by the pipeline with the image's path and checksum
+        extra["base_image"] = {"python": python}
+    return refresh(ctx, BuildResult(packages=[], python=info, extra=extra))
+
+
+def _install(ctx: BuildContext, argv: list[str], base_python: str | None, packages, files) -> None:
+    """uv pip install; on a base image, with its packages shown to uv as installed (stubs)."""
+    site = site_packages(ctx.staging)
+    if ctx.container is None or base_python is None or site is None:
+        uv(ctx, argv, "installing packages")
+        return
+    pairs = base_image.base_packages(ctx.container, base_python)
+    stubs = base_image.write_stubs(site, pairs)
+    uv(ctx, argv, "installing packages")
+    versions = {canonicalize_name(n): v for n, v in pairs}
+    base_image.remove_stubs(site, stubs, base_image.named_packages(packages, files), versions)
 
 
 def target_record(spec) -> dict:
@@ -89,7 +110,11 @@ def target_record(spec) -> dict:
 
 
 def refresh(ctx: BuildContext, result: BuildResult) -> BuildResult:
-    """Re-read the installed distributions (after a post-install script, say)."""
+    """Re-read the installed distributions (after a post-install script, say); on a base image,
+    only the layer's own (what it adds to the image)."""
+    if ctx.container is not None:
+        result.packages = [Package(name=n, version=v) for n, v in base_image.layer_packages(ctx.staging)]
+        return result
     out = ctx.run([f"{ctx.mount_path}/bin/python", "-c", _LIST], what="listing installed packages")
     pairs = json.loads(out.strip().splitlines()[-1])
     result.packages = [Package(name=n, version=v) for n, v in pairs]
@@ -121,5 +146,7 @@ def update(ctx: BuildContext, change) -> BuildResult:
             install += ["-r", str(path)]
         install += list(change.packages)
         with ctx.ui.phase("Resolving, downloading and installing packages"):
-            uv(ctx, install, "installing packages")
-    return refresh(ctx, BuildResult(packages=[], python=change.base.get("python")))
+            base_python = (change.base.get("base_image") or {}).get("python")
+            _install(ctx, install, base_python, change.packages, change.requirement_files)
+    kept = {"base_image": change.base["base_image"]} if change.base.get("base_image") else {}
+    return refresh(ctx, BuildResult(packages=[], python=change.base.get("python"), extra=kept))

@@ -162,16 +162,18 @@ def container_dirs(image: Path) -> str | None:
     return ":".join(f"/{name}" for name in sorted(has) if ":" not in name and "," not in name)
 
 
-def check_image(source: Path) -> Path:
+def check_image(source: Path, what: str = "") -> Path:
     image = source.absolute()
+    named = f"{what} `{source}`".strip()
     if not image.is_file():
-        raise InputError(f"`{source}` is not a file")
+        raise InputError(f"{named} is not a file" if image.exists() else f"{named} does not exist",
+                         "give the path of a container image (.sif)")  # fmt: skip
     if not os.access(image, os.R_OK):
-        raise InputError(f"`{source}` is not readable by you")
+        raise InputError(f"{named} is not readable by you")
     with image.open("rb") as fh:
         head = fh.read(64)
     if b"SIF_MAGIC" not in head and not head.startswith(b"hsqs"):
-        raise InputError(f"`{source}` is not a SIF or squashfs container image")
+        raise InputError(f"{named} is not a SIF or squashfs container image", "give a container image (.sif)")
     return image
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from sqenv.builders.base import BuildContext
+from sqenv.builders.base_image import UV_INSIDE
 from sqenv.inputs.cpu import compiler_flag
 from sqenv.tools.diagnose import classify_uv
 from sqenv.tools.progress import UvProgress, built_from_source
@@ -30,7 +31,9 @@ def uv(ctx: BuildContext, argv: list[str], what: str) -> str:
         argv = [*argv[:2], "-v", *ctx.spec.index.uv_args(exe), *argv[2:]]
         progress = UvProgress()
         env.update(target_env(ctx.spec.target_cpu, ctx.spec.optimize_sdists))
-    output = ctx.run([exe, *argv], what=what, env=env, progress=progress,
+    if ctx.container is not None:  # a layer on a base image: uv runs inside it (builders/base_image)
+        env.setdefault("UV_CACHE_DIR", default_cache_dir())
+    output = ctx.run([UV_INSIDE if ctx.container else exe, *argv], what=what, env=env, progress=progress,
                      classify=lambda output, code: classify_uv(output, code, "uv"))  # fmt: skip
     if installing and ctx.spec.target_cpu:
         warn_generic_builds(ctx, built_from_source(output))

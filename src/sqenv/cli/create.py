@@ -111,8 +111,15 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
         "--base-image",
         type=Path,
         metavar="SIF",
-        help="container the apptainer engine runs the environment in (an image of this system's OS, with the "
-        "environment's base Python); copied into PREFIX as container.sif",
+        help="pip: build a layer on this container's own Python (`--python` then names a path inside it; its "
+        "packages are used, not reinstalled) and run it there; conda: the OS image the apptainer engine runs the "
+        "environment in. Copied (or hard-linked) into PREFIX as container.sif",
+    )
+    p.add_argument(
+        "--base-image-ref",
+        action="store_true",
+        help="launch with the --base-image where it is (a site's path, e.g. /appl/local/containers/...) instead "
+        "of a copy in PREFIX",
     )
     p.add_argument("--force", action="store_true", help="replace PREFIX if it exists")
     add_build_options(p)
@@ -144,6 +151,7 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
         optimize_sdists=getattr(args, "optimize_sdists", False),
         engine=getattr(args, "engine", None),
         base_image=args.base_image.absolute() if getattr(args, "base_image", None) else None,
+        base_image_ref=getattr(args, "base_image_ref", False),
         compression_level=args.compression_level,
         jobs=args.jobs,
         force=args.force,
@@ -174,6 +182,10 @@ def spec_from_args(args: argparse.Namespace) -> BuildSpec:
         from sqenv.inputs.conda import conda_spec
 
         return replace(conda_spec(args), index=index)
+    if getattr(args, "base_image", None) is not None:
+        from sqenv.builders.sif import check_image
+
+        check_image(args.base_image, "the base image")
     if not args.requirement and not args.packages:
         raise UsageError("nothing to install", "give packages, `-r requirements.txt`, or `-f environment.yml`")
     if args.post_install and not args.post_install.is_file():

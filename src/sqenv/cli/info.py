@@ -43,6 +43,11 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
     out.print(f"  created        {info['created']}")
     if py:
         out.print(f"  python         {py.get('version')} ({py.get('executable')})")
+    if info.get("base_image"):  # a layer on a container: the packages below are what the layer adds
+        base = info["base_image"]
+        how = "referenced" if base.get("referenced") else "copied into the install"
+        out.print(f"  base image     {base.get('path')} ({how}, {base.get('size', 0) / 1e6:,.0f} MB)", soft_wrap=True)
+        out.print(f"  sha256         {base.get('sha256')}", soft_wrap=True)
     out.print(
         f"  image          {info['image_size'] / 1e6:,.1f} MB in {len(info['layers'])} layer(s)"
         f"  (installed size {info['installed_size'] / 1e6:,.1f} MB)"
@@ -54,6 +59,8 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
     if args.verify:
         out.print("  checksums      ok")
     table = Table(box=None, pad_edge=False)
+    if info.get("base_image"):
+        out.print("  packages the layer adds to the base image:")
     for col in ("package", "version", "manager", "channel / build"):
         table.add_column(col)
     for pkg in info["packages"]:

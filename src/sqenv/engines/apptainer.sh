@@ -77,6 +77,11 @@ sqenv_apptainer_exec() {
         fi
     fi
     sqenv_sif=$SQENV_PREFIX/container.sif
+    if [ -n "${SQENV_CONTAINER-}" ]; then # `--base-image-ref`: the site's copy, never another image
+        sqenv_sif=$SQENV_CONTAINER
+        [ -f "$sqenv_sif" ] || sqenv_die "the container \`$sqenv_sif\` this environment was built on is missing" \
+            "ask whoever keeps it, or rebuild the environment on another image with \`sqenv create --force\`"
+    fi
     [ -f "$sqenv_sif" ] || sqenv_sif=${SQENV_APPTAINER_IMAGE-}
     [ -n "$sqenv_sif" ] || sqenv_die "the $sqenv_cmd engine needs a container image for this environment, and none is set" \
         "set SQENV_APPTAINER_IMAGE to a SIF of this system's OS, recreate the environment with \`--base-image IMAGE.sif\`, or set SQENV_ENGINE=embedded"
@@ -104,7 +109,8 @@ sqenv_apptainer_exec() {
     # was put there (non-empty directories and non-directories). The site's bind_paths are bound
     # as named: the site said so.
     sqenv_has=
-    if [ -n "${SQENV_CONTAINER_DIRS+set}" ] && [ "$sqenv_sif" = "$SQENV_PREFIX/container.sif" ]; then
+    if [ -n "${SQENV_CONTAINER_DIRS+set}" ] && { [ "$sqenv_sif" = "$SQENV_PREFIX/container.sif" ] ||
+        [ "$sqenv_sif" = "${SQENV_CONTAINER-}" ]; }; then
         sqenv_has=:$SQENV_CONTAINER_DIRS:
     fi
     IFS=:
@@ -169,9 +175,17 @@ sqenv_apptainer_exec() {
         *[,:]*) sqenv_die "the $sqenv_cmd engine cannot bind a path with \`,\` or \`:\` (\`$SQENV_PREFIX\`)" \
             "move the install to a path without them, or use the embedded engine (SQENV_ENGINE=embedded)" ;;
     esac
-    # The exact PATH (and library path) of the caller, not the image's defaults.
-    APPTAINERENV_PATH=$PATH SINGULARITYENV_PATH=$PATH
-    export APPTAINERENV_PATH SINGULARITYENV_PATH
+    if [ "${SQENV_ON_CONTAINER-}" = 1 ]; then
+        # A layer on the container's Python: the layer's bin, the container's PATH (its tools:
+        # /opt/rocm/bin...), then the caller's.
+        APPTAINERENV_PREPEND_PATH=$SQENV_PREFIX/bin APPTAINERENV_APPEND_PATH=$PATH
+        SINGULARITYENV_PREPEND_PATH=$SQENV_PREFIX/bin SINGULARITYENV_APPEND_PATH=$PATH
+        export APPTAINERENV_PREPEND_PATH APPTAINERENV_APPEND_PATH SINGULARITYENV_PREPEND_PATH SINGULARITYENV_APPEND_PATH
+    else
+        # The exact PATH (and library path) of the caller, not the image's defaults.
+        APPTAINERENV_PATH=$PATH SINGULARITYENV_PATH=$PATH
+        export APPTAINERENV_PATH SINGULARITYENV_PATH
+    fi
     if [ -n "${LD_LIBRARY_PATH-}" ]; then
         APPTAINERENV_LD_LIBRARY_PATH=$LD_LIBRARY_PATH SINGULARITYENV_LD_LIBRARY_PATH=$LD_LIBRARY_PATH
         export APPTAINERENV_LD_LIBRARY_PATH SINGULARITYENV_LD_LIBRARY_PATH

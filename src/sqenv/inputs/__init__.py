@@ -106,6 +106,7 @@ class BuildSpec:
     optimize_sdists: bool = False  # uv builds sdists with CFLAGS/CXXFLAGS `-march=` for target_cpu
     engine: str | None = None
     base_image: Path | None = None
+    base_image_ref: bool = False  # launches use base_image where it is (a site's path), not a copy in PREFIX
     compression_level: int | None = None
     jobs: int | None = None
     force: bool = False
@@ -115,6 +116,17 @@ class BuildSpec:
     def __post_init__(self) -> None:
         check_prefix_path(self.prefix)
         check_packing(self.compression, self.compression_level, self.jobs)
+        if self.on_base_image and self.engine not in (None, "apptainer", "singularity"):
+            raise UsageError(f"a layer on a base image runs in that container: `--engine {self.engine}` cannot run it",
+                             "leave `--engine` out (apptainer), or give `--engine singularity`")  # fmt: skip
+        if self.base_image_ref and self.base_image is None:
+            raise UsageError("`--base-image-ref` needs `--base-image SIF`")
+
+    @property
+    def on_base_image(self) -> bool:
+        """A pip layer on the base image's own Python (builders/base_image): built and run inside it.
+        (A conda env or a wrapped tree brings its own Python: its base image is only the OS.)"""
+        return self.kind == "pip" and self.base_image is not None
 
     def inputs(self) -> dict:
         """The inputs as JSON-able data, for the metadata and `sqenv history`."""

@@ -44,6 +44,7 @@ def summary(install: Install) -> dict:
         "files_on_disk": files_on_disk(install.prefix),
         "programs": version["programs"],
         "packages": version["packages"],
+        **({"base_image": version["base_image"]} if version.get("base_image") else {}),  # a layer on a container
         **hpc.summary(install.prefix, version),  # MPI loaded at run time, target CPU
     }
 

@@ -53,6 +53,10 @@ def render(
         values["SQENV_WRAP_PATH"] = options["wrap_path"]
     if options.get("container_dirs") is not None:  # the container's own top-level entries: no host binds over them
         values["SQENV_CONTAINER_DIRS"] = options["container_dirs"]
+    if options.get("container"):  # `--base-image-ref`: the container where the site keeps it
+        values["SQENV_CONTAINER"] = options["container"]
+    if options.get("on_container"):  # a layer on the container's Python: its PATH, then the layer's bin
+        values["SQENV_ON_CONTAINER"] = "1"
     if options.get("cpu_level"):  # built for a CPU: the helper checks the node has its instructions
         values["SQENV_CPU_LEVEL"] = options["cpu_level"]
     head = [

@@ -62,6 +62,15 @@ def _runs_in_container(version: dict) -> bool:
     return not stacks_layers(engine)
 
 
+def _changed(ctx: BuildContext, lowers: list[str], change: Change, base: dict, result: BuildResult) -> bool:
+    """Did the update change anything? The upper directory says; an unpacked layer (on a base
+    image) is compared by its packages (a post-install script counts as a change)."""
+    if ctx.container is None:
+        return layers.changed(ctx.staging, lowers)
+    before = sorted((p["name"], p["version"]) for p in base.get("packages", []))
+    return bool(change.post_install) or before != sorted((p.name, p.version) for p in result.packages)
+
+
 def update(prefix: Path, change: Change, ui: UI, options: Options | None = None) -> dict | None:
     """Apply `change` as a new version; None when it changed nothing."""
     options = options or Options()
@@ -73,14 +82,15 @@ def update(prefix: Path, change: Change, ui: UI, options: Options | None = None)
         if options.keep is not None:
             data["keep"] = options.keep
         lowers = ctx.mounts[1::2]
-        (ctx.staging).mkdir()
-        (ctx.workdir / "overlay-work").mkdir()
-        ctx = replace(ctx, mounts=(*ctx.mounts, "-u", str(ctx.staging), "-W", str(ctx.workdir / "overlay-work")))
+        if ctx.container is None:  # else: the staging directory holds the unpacked layer (session)
+            (ctx.staging).mkdir()
+            (ctx.workdir / "overlay-work").mkdir()
+            ctx = replace(ctx, mounts=(*ctx.mounts, "-u", str(ctx.staging), "-W", str(ctx.workdir / "overlay-work")))
         result: BuildResult = builder.update(ctx, change)
         if change.post_install:
             scripts.run(ctx, change.post_install, result)
             result = builder.refresh(ctx, result)
-        if not layers.changed(ctx.staging, lowers):
+        if not _changed(ctx, lowers, change, base, result):
             ui.info(f"Nothing changed: {install.prefix} stays at version {base['number']}")
             if options.keep is not None:
                 versions.finish(install, data, base["number"], ui)

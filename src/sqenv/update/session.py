@@ -29,7 +29,7 @@ from sqenv.launch import IMAGE_MARKER, MOUNT_PATH
 from sqenv.launch.helper import enter_binary
 from sqenv.pack import Image, pack
 from sqenv.pipeline import check_tools
-from sqenv.publish import versions
+from sqenv.publish import metadata, versions
 from sqenv.publish.layout import Install
 from sqenv.ui import UI
 from sqenv.update import layers
@@ -151,26 +151,57 @@ def _keep_log(log: Path, err: SqenvError) -> None:
 
 @contextlib.contextmanager
 def session(prefix: Path, ui: UI, options: Options, change: Change) -> Iterator[tuple[Install, dict, BuildContext]]:
-    """Locked, repaired install with its current layers mounted; yields (install, metadata, context)."""
+    """Locked, repaired install with its current layers mounted; yields (install, metadata, context).
+
+    A layer on a base image (`builders/base_image`) is built inside that container, which cannot
+    see our mounts: its one layer is unpacked into the staging directory instead (it is small:
+    the big packages are the container's), and `ctx.container` is set."""
     check_tools()
     install = Install.open(prefix)
-    layers.own_namespace()
+    on_container = any(v.get("base_image") for v in metadata.load(install.metadata).get("versions", []))
+    if not on_container:
+        layers.own_namespace()
     with versions.shared_umask(), versions.locked(install, ui):
         workdir.sweep(workdir.base_dir(options.build_dir))  # build trees of killed creates
         data = versions.repair(install, ui)
         base = versions.by_number(data, data["current"])
         change = replace(change, base=base)
-        with (
-            layers.update_workdir(options.build_dir) as work,
-            layers.mounted(install, base["layers"], work) as lowers,
-        ):
+        with contextlib.ExitStack() as stack:
+            work = stack.enter_context(layers.update_workdir(options.build_dir))
             ctx = _context(install, data["kind"], work, ui, change, options)
-            ctx = replace(ctx, mounts=tuple(x for d in lowers for x in ("-l", d)))
+            if on_container:
+                ctx = replace(ctx, container=_unpacked(install, base, work, ctx, change))
+            else:
+                lowers = stack.enter_context(layers.mounted(install, base["layers"], work))
+                ctx = replace(ctx, mounts=tuple(x for d in lowers for x in ("-l", d)))
             try:
                 yield install, data, ctx
             except (BuildError, PackError) as err:
                 _keep_log(ctx.log, err)
                 raise
+
+
+def _unpacked(install: Install, base: dict, work: Path, ctx: BuildContext, change: Change):
+    """The current layer unpacked into the staging directory; how to run commands in its container."""
+    from uv import find_uv_bin
+
+    from sqenv.builders.base_image import container_run
+    from sqenv.builders.uv import default_cache_dir
+    from sqenv.tools.run import run
+
+    if len(base["layers"]) != 1:
+        raise PrefixError(f"{install.prefix} has {len(base['layers'])} layers; a layer on a base image has one",
+                          f"run `sqenv compact {install.prefix}` first")  # fmt: skip
+    image = Path(base["launch"].get("container") or install.prefix / "container.sif")
+    if not image.is_file():
+        raise PrefixError(f"the base image `{image}` of {install.prefix} is missing",
+                          "restore it, or rebuild the environment with `sqenv create --force`")  # fmt: skip
+    with ctx.ui.phase("Unpacking the current layer"):
+        run(ctx.ui, ["unsquashfs", "-no-xattrs", "-d", str(ctx.staging), str(install.image(base["layers"][0]))],
+            log=ctx.log, error=PackError, what="unpacking the current layer")  # fmt: skip
+    inputs = [*change.requirement_files, *([change.post_install] if change.post_install else [])]
+    return container_run(image, workdir=work, cwd=Path.cwd(), inputs=inputs, cache=default_cache_dir(),
+                         uv_host=find_uv_bin())  # fmt: skip
 
 
 def pack_and_publish(install: Install, data: dict, record: dict, ctx: BuildContext, whole: bool) -> dict:
@@ -179,7 +210,7 @@ def pack_and_publish(install: Install, data: dict, record: dict, ctx: BuildConte
     tmp = versions.temp_path(install, ".sqfs")
     opts = ctx.spec
     try:
-        if whole:
+        if whole and ctx.container is None:
             image = pack_merged(ctx, tmp)
         else:
             layers.world_readable(ctx.staging)

@@ -1,0 +1,172 @@
+"""A pip layer on a vendor container's own Python (`sqenv create PREFIX --base-image vendor.sif`).
+
+The vendor image is the infra's stand-in (tests/infra/apptainer.sh `vendor-sif`): Debian 12
+with python3, python3-numpy (playing the vendor's torch) and python3-pip, and a second copy of
+Python and numpy under /opt/vendor, off the PATH, as vendor images keep theirs (/opt/conda).
+Everything runs as an ordinary user through the real Apptainer; packages come from PyPI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pwd
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from apptainer import Apptainer, run_as  # tests/infra
+
+from support import SQENV, need, owned_dir
+
+pytestmark = pytest.mark.apptainer
+
+HOST_DIRS = "/home:/work"  # what the shim shows apptainer besides /tmp and /var/tmp
+LAYER = "six\nmsgpack\ntifffile\n"  # pure Python, a compiled wheel, a package that needs numpy
+SHOW = (
+    "import sys, six, msgpack._cmsgpack, tifffile, numpy; "
+    "print(sys.prefix, six.__file__, msgpack._cmsgpack.__file__, tifffile.__file__, numpy.__file__, sep='\\n')"
+)
+
+
+@pytest.fixture(scope="module")
+def user(app: Apptainer) -> str:
+    return app.ensure_user("sqapp")
+
+
+@pytest.fixture(scope="module")
+def vendor(app: Apptainer, user: str) -> Path:
+    return app.vendor_sif(user)
+
+
+@pytest.fixture(scope="module")
+def work(user: str) -> Iterator[Path]:
+    pw = pwd.getpwnam(user)
+    with owned_dir("sqenv-base-image-tests", pw.pw_uid, pw.pw_gid) as path:
+        (path / "req.txt").write_text(LAYER)
+        yield path
+
+
+def run(app: Apptainer, user: str, argv: list, **kw):
+    env = {"SQENV_APPTAINER_HOST_DIRS": HOST_DIRS, **kw.pop("env", {})}
+    return run_as(app, user, argv, env=env, timeout=900, **kw)
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def layer(app: Apptainer, user: str, vendor: Path, work: Path) -> Path:
+    need("mksquashfs")
+    prefix = work / "layer"
+    ok(run(app, user, [*SQENV, "create", prefix, "--base-image", vendor, "-r", work / "req.txt", "-q"]))
+    return prefix
+
+
+def test_layer_packages_come_from_the_layer_and_numpy_from_the_container(app, user, layer) -> None:
+    out = ok(run(app, user, [layer / "bin" / "python", "-c", SHOW])).stdout.splitlines()
+    site = f"{layer}/lib/python3.11/site-packages/"
+    assert out[0] == str(layer)
+    assert out[1].startswith(site) and out[2].startswith(site) and out[2].endswith(".so")
+    assert out[3].startswith(site)
+    assert out[4] == "/usr/lib/python3/dist-packages/numpy/__init__.py"  # the image's, not reinstalled
+
+
+def test_the_layer_holds_no_numpy_and_info_names_the_base_image(app, user, layer, vendor) -> None:
+    found = ok(run(app, user, [layer / "bin" / "python", "-c", f"import os; print(os.listdir('{layer}/lib/python3.11/site-packages'))"]))  # fmt: skip
+    assert "numpy" not in found.stdout and "tifffile" in found.stdout
+    assert not [d for d in found.stdout.split("'") if d.endswith(".dist-info") and "numpy" in d.lower()]
+    info = json.loads(ok(run(app, user, [*SQENV, "info", layer, "--json"])).stdout)
+    base = info["base_image"]
+    assert base["path"] == str(vendor) and base["python"] == "/usr/bin/python3.11"
+    assert base["sha256"] == hashlib.sha256(vendor.read_bytes()).hexdigest()
+    names = {p["name"].lower() for p in info["packages"]}
+    assert {"six", "msgpack", "tifffile"} <= names and "numpy" not in names
+    assert (layer / "container.sif").is_file()
+
+
+def test_pip_in_the_layer_sees_the_container_packages(app, user, layer) -> None:
+    listed = json.loads(ok(run(app, user, [layer / "bin" / "python", "-m", "pip", "list", "--format", "json"])).stdout)
+    versions = {p["name"].lower(): p["version"] for p in listed}
+    assert versions["numpy"] == "1.24.2" and "tifffile" in versions
+
+
+def test_update_adds_one_package_and_rollback_removes_it(app, user, layer) -> None:
+    ok(run(app, user, [*SQENV, "update", layer, "idna", "-q"]))
+    out = ok(run(app, user, [layer / "bin" / "python", "-c", "import idna, numpy; print(idna.__file__, numpy.__file__)"]))  # fmt: skip
+    idna, numpy = out.stdout.split()
+    assert idna.startswith(f"{layer}/lib/python3.11/site-packages/") and numpy.startswith("/usr/lib/python3/")
+    history = ok(run(app, user, [*SQENV, "history", layer, "--json"])).stdout
+    assert sorted(v["number"] for v in json.loads(history)) == [1, 2]
+    ok(run(app, user, [*SQENV, "rollback", layer, "-q"]))
+    gone = run(app, user, [layer / "bin" / "python", "-c", "import idna"])
+    assert gone.returncode == 1 and "No module named 'idna'" in gone.stderr
+    assert ok(run(app, user, [layer / "bin" / "python", "-c", "import tifffile; print('ok')"])).stdout.strip() == "ok"
+
+
+def test_a_python_under_opt_referenced_image(app, user, vendor, work) -> None:
+    """`--python` inside the image (/opt/vendor, which the host's /opt must not hide), and
+    `--base-image-ref`: launches use the image where it is."""
+    prefix = work / "opt-layer"
+    argv = [*SQENV, "create", prefix, "--base-image", vendor, "--base-image-ref", "--python", "/opt/vendor/bin/python3"]
+    ok(run(app, user, [*argv, "six", "-q"]))
+    assert not (prefix / "container.sif").exists()
+    assert f"SQENV_CONTAINER={vendor}" in (prefix / "launcher").read_text()
+    out = ok(run(app, user, [prefix / "bin" / "python", "-c", "import six, numpy; print(numpy.__file__)"]))
+    assert out.stdout.strip() == "/opt/vendor/lib/python3/dist-packages/numpy/__init__.py"
+
+
+def test_requirements_that_would_replace_the_container_numpy_fail_clearly(app, user, vendor, work) -> None:
+    prefix = work / "replaced"
+    proc = run(app, user, [*SQENV, "create", prefix, "--base-image", vendor, "numexpr==2.14.2"])
+    assert proc.returncode == 5, proc.stderr
+    assert "other versions of what the base image has: numpy 1.24.2" in proc.stderr
+    assert "Traceback" not in proc.stderr and not prefix.exists()
+
+
+def test_naming_the_container_package_installs_it_into_the_layer(app, user, vendor, work) -> None:
+    prefix = work / "own-numpy"
+    ok(run(app, user, [*SQENV, "create", prefix, "--base-image", vendor, "numpy>=1.26", "-q"]))
+    out = ok(run(app, user, [prefix / "bin" / "python", "-c", "import numpy; print(numpy.__version__, numpy.__file__)"]))  # fmt: skip
+    version, path = out.stdout.split()
+    assert path.startswith(f"{prefix}/lib/python3.11/site-packages/") and version != "1.24.2"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--python", "/opt/none/python3"], "has no working Python at `/opt/none/python3`", id="no-python"),
+        pytest.param(["--python", "python3"], "must be an absolute path inside the base image", id="relative-python"),
+        pytest.param(["--engine", "embedded"], "a layer on a base image runs in that container", id="embedded"),
+    ],
+)
+def test_bad_layer_input_is_one_line_and_leaves_nothing(app, user, vendor, work, args, message) -> None:
+    prefix = work / "bad"
+    proc = run(app, user, [*SQENV, "create", prefix, "--base-image", vendor, "six", *args])
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not prefix.exists()
+
+
+def test_a_base_image_that_is_not_a_sif_is_refused(app, user, work) -> None:
+    fake = work / "fake.sif"
+    fake.write_text("not an image\n")
+    prefix = work / "bad-image"
+    proc = run(app, user, [*SQENV, "create", prefix, "--base-image", fake, "six"])
+    assert proc.returncode == 2 and "is not a SIF or squashfs container image" in proc.stderr
+    assert not prefix.exists()
+
+
+def test_srun_two_tasks_in_the_layer(app, user, layer) -> None:
+    from slurm import ensure_slurm
+
+    cluster = ensure_slurm()
+    code = "import os, sys, tifffile, numpy; print(os.environ['SLURM_PROCID'], sys.prefix, numpy.__file__)"
+    extra = {"SQENV_APPTAINER_HOST_DIRS": HOST_DIRS, "PATH": f"{app.bin_dir}:/usr/local/bin:/usr/bin:/bin"}
+    cp = cluster.srun(["-n", "2", "--overcommit", f"{layer}/bin/python", "-c", code], user=user, env=extra,
+                      cwd="/var/tmp")  # fmt: skip
+    assert cp.returncode == 0, cp.stderr
+    numpy = "/usr/lib/python3/dist-packages/numpy/__init__.py"
+    assert sorted(cp.stdout.splitlines()) == [f"0 {layer} {numpy}", f"1 {layer} {numpy}"], cp.stdout
