@@ -108,6 +108,33 @@ def _cpus(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_VALUE = re.compile(r"[^`\\\"]*")  # no backquote, backslash or double quote; `$(` checked apart
+
+
+def _profiles(value: Any) -> dict[str, dict]:
+    """[profiles.NAME] tables: `bind_paths` (host paths the apptainer engine binds) and `env`
+    (variables set at launch; `$VAR`/`${VAR}` expand then, e.g. "/tmp/${USER}-miopen")."""
+    usage = 'must be tables like [profiles.gpu] with bind_paths = ["/opt/cray"] and env = { NAME = "value" }'
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError(usage)
+    out: dict[str, dict] = {}
+    for name, table in value.items():
+        unknown = set(table) - {"bind_paths", "env"}
+        if unknown:
+            raise ValueError(f"[profiles.{name}]: unknown key {sorted(unknown)[0]!r} ({usage})")
+        env = table.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise ValueError(f"[profiles.{name}] env {usage}")
+        for key, text in env.items():
+            if not _ENV_NAME.fullmatch(key) or key.startswith("SQENV_"):
+                raise ValueError(f"[profiles.{name}] env: `{key}` is not a variable name sqenv may set")
+            if not _ENV_VALUE.fullmatch(text) or "$(" in text:
+                raise ValueError(f"[profiles.{name}] env {key}: only plain text and $VAR/${{VAR}} are allowed")
+        out[name] = {"bind_paths": _paths(table.get("bind_paths", [])), "env": dict(env)}
+    return out
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no"):
         return value.strip().lower() in ("1", "true", "yes")  # from an environment variable
@@ -134,6 +161,10 @@ KEYS: dict[str, Key] = {
     "mpi_libraries": Key(_paths, [], "host MPI library files or directories (mpi = host)"),
     "target_cpu": Key(_text, None, "archspec name of the compute nodes' CPU, e.g. zen2 (default: the build host's)"),
     "cpus": Key(_cpus, {}, 'partition name -> CPU, a [cpus] table: lumi-c = "zen2"'),
+    "profiles": Key(
+        _profiles, {}, "launch profiles, [profiles.NAME] tables of bind_paths and env (`create --profile`)"
+    ),
+    "profile": Key(_text, None, "the launch profile installs get by default (`create --profile`)"),
     "bind_paths": Key(_paths, [], "extra host paths the apptainer engine binds"),
     "cache_dir": Key(_build_path, None, "sqenv's cache (default: ~/.cache/sqenv)", "SQENV_CACHE_DIR"),
     "idle_timeout": Key(_int(1), 60, "seconds an unused image stays mounted", "SQENV_IDLE_TIMEOUT"),
@@ -216,11 +247,11 @@ def read_file(path: Path, required: bool) -> dict | None:
         raise InputError(f"cannot read the config file `{path}`: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"the config file `{path}` is not valid TOML: {exc}", "fix its syntax") from None
-    unknown = sorted(set(data) - {"defaults", "forced", "systems", "cpus"})  # systems: cotainr's presets
+    unknown = sorted(set(data) - {"defaults", "forced", "systems", "cpus", "profiles"})  # systems: cotainr's presets
     if unknown:
         raise InputError(
             f"{path}: unknown section [{unknown[0]}]",
-            "config files hold [defaults], [forced], [cpus] and [systems.NAME]",
+            "config files hold [defaults], [forced], [cpus], [profiles.NAME] and [systems.NAME]",
         )
     return data
 
@@ -246,9 +277,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         files.append((layer, str(path), data is not None))
         if data is None:
             continue
-        if "cpus" in data:  # partitions' CPUs: the files' tables add up, a later file's names win
-            cpus = check_value("cpus", data["cpus"], f"{path} [cpus]", env)
-            settings["cpus"] = Setting({**settings["cpus"].value, **cpus}, f"{layer} {path}")
+        for table in ("cpus", "profiles"):  # the files' tables add up, a later file's names win
+            if table in data:
+                found = check_value(table, data[table], f"{path} [{table}]", env)
+                settings[table] = Setting({**settings[table].value, **found}, f"{layer} {path}")
         for section in ("defaults", "forced"):
             table = data.get(section, {})
             if not isinstance(table, dict):

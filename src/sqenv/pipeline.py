@@ -177,6 +177,8 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
     names = result.extra.pop("programs", None) or launchers.programs(staging)
     launch = {key: value for key, value in (("mpi", spec.mpi), ("engine", spec.engine)) if value}
     launch.update(result.extra.pop("launch", {}))
+    if spec.profile:  # recorded resolved: updates and rollbacks keep what this version was made with
+        launch.update(profile=spec.profile, **load_config().get("profiles")[spec.profile])
     tmp_image = out / ".image.sqfs"
     when = _provenance(spec, result, staging, launch.get("mount_path", MOUNT_PATH))
     image = pack(

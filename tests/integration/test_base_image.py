@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import pwd
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,7 +77,8 @@ def test_layer_packages_come_from_the_layer_and_numpy_from_the_container(app, us
 
 
 def test_the_layer_holds_no_numpy_and_info_names_the_base_image(app, user, layer, vendor) -> None:
-    found = ok(run(app, user, [layer / "bin" / "python", "-c", f"import os; print(os.listdir('{layer}/lib/python3.11/site-packages'))"]))  # fmt: skip
+    listing = f"import os; print(os.listdir('{layer}/lib/python3.11/site-packages'))"
+    found = ok(run(app, user, [layer / "bin" / "python", "-c", listing]))
     assert "numpy" not in found.stdout and "tifffile" in found.stdout
     assert not [d for d in found.stdout.split("'") if d.endswith(".dist-info") and "numpy" in d.lower()]
     info = json.loads(ok(run(app, user, [*SQENV, "info", layer, "--json"])).stdout)
@@ -95,7 +98,8 @@ def test_pip_in_the_layer_sees_the_container_packages(app, user, layer) -> None:
 
 def test_update_adds_one_package_and_rollback_removes_it(app, user, layer) -> None:
     ok(run(app, user, [*SQENV, "update", layer, "idna", "-q"]))
-    out = ok(run(app, user, [layer / "bin" / "python", "-c", "import idna, numpy; print(idna.__file__, numpy.__file__)"]))  # fmt: skip
+    show = "import idna, numpy; print(idna.__file__, numpy.__file__)"
+    out = ok(run(app, user, [layer / "bin" / "python", "-c", show]))
     idna, numpy = out.stdout.split()
     assert idna.startswith(f"{layer}/lib/python3.11/site-packages/") and numpy.startswith("/usr/lib/python3/")
     history = ok(run(app, user, [*SQENV, "history", layer, "--json"])).stdout
@@ -129,7 +133,8 @@ def test_requirements_that_would_replace_the_container_numpy_fail_clearly(app, u
 def test_naming_the_container_package_installs_it_into_the_layer(app, user, vendor, work) -> None:
     prefix = work / "own-numpy"
     ok(run(app, user, [*SQENV, "create", prefix, "--base-image", vendor, "numpy>=1.26", "-q"]))
-    out = ok(run(app, user, [prefix / "bin" / "python", "-c", "import numpy; print(numpy.__version__, numpy.__file__)"]))  # fmt: skip
+    show = "import numpy; print(numpy.__version__, numpy.__file__)"
+    out = ok(run(app, user, [prefix / "bin" / "python", "-c", show]))
     version, path = out.stdout.split()
     assert path.startswith(f"{prefix}/lib/python3.11/site-packages/") and version != "1.24.2"
 
@@ -170,3 +175,30 @@ def test_srun_two_tasks_in_the_layer(app, user, layer) -> None:
     assert cp.returncode == 0, cp.stderr
     numpy = "/usr/lib/python3/dist-packages/numpy/__init__.py"
     assert sorted(cp.stdout.splitlines()) == [f"0 {layer} {numpy}", f"1 {layer} {numpy}"], cp.stdout
+
+
+def test_a_launch_profile_binds_a_host_file_and_sets_variables(app, user, vendor, work) -> None:
+    """`--profile gpu` ([profiles.gpu] of the config): what LUMI's GPU containers need, here a
+    host file (libcxi.so.1's stand-in) the container does not otherwise see, and a variable that
+    names node-local storage with the user's name, expanded at launch."""
+    host = Path(tempfile.mkdtemp(prefix="sqenv-profile-", dir="/home"))  # not bound by default: not $HOME
+    try:
+        host.chmod(0o755)
+        lib = host / "libcxi.so.1"
+        lib.write_text("fake libcxi\n")
+        lib.chmod(0o644)
+        config = work / "profile.toml"
+        config.write_text(f'[profiles.gpu]\nbind_paths = ["{lib}"]\n'
+                          'env = { MIOPEN_USER_DB_PATH = "/tmp/${USER}-miopen" }\n')  # fmt: skip
+        prefix = work / "gpu-layer"
+        env = {"SQENV_CONFIG": str(config), "SQENV_APPTAINER_HOST_DIRS": "/var/tmp"}
+        ok(run(app, user, [*SQENV, "create", prefix, "--base-image", vendor, "--profile", "gpu", "six", "-q"], env=env))
+        code = f"import os; print(os.environ['MIOPEN_USER_DB_PATH'], open('{lib}').read().strip())"
+        out = ok(run(app, user, [prefix / "bin" / "python", "-c", code], env=env)).stdout
+        assert out.strip() == f"/tmp/{user}-miopen fake libcxi"
+        plain = run(app, user, ["apptainer", "exec", vendor, "test", "-e", lib], env=env)
+        assert plain.returncode == 1  # seen only through the profile's bind
+        bad = run(app, user, [*SQENV, "create", work / "nope", "six", "--profile", "cpu"], env=env)
+        assert bad.returncode == 2 and "no launch profile `cpu` in the sqenv config (gpu)" in bad.stderr
+    finally:
+        shutil.rmtree(host, ignore_errors=True)

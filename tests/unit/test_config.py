@@ -104,6 +104,24 @@ def test_paths_expand_at_build_time_only(files: dict[str, Path]) -> None:
         ('[defaults]\nengine = "docker"\n', '`engine` must be one of "auto", "embedded"'),
         ('[defaults]\nmpi_libraries = "/opt/mpi"\n', "`mpi_libraries` must be a list of absolute paths"),
         ("[defaults\n", "is not valid TOML"),
+        ('[profiles.gpu]\nenv = { X = "`id`" }\n', "env X: only plain text and $VAR/${VAR} are allowed"),
+        ('[profiles.gpu]\nenv = { X = "$(id)" }\n', "env X: only plain text and $VAR/${VAR} are allowed"),
+        ('[profiles.gpu]\nenv = { SQENV_ENGINE = "x" }\n', "`SQENV_ENGINE` is not a variable name sqenv may set"),
+        ('[profiles.gpu]\nbind_paths = ["opt"]\n', "must be a list of absolute paths"),
+        ('[profiles.gpu]\nbinds = ["/opt"]\n', "unknown key 'binds'"),
+    ],
+    ids=[
+        "unknown-key",
+        "unknown-section",
+        "not-int",
+        "bad-engine",
+        "not-a-list",
+        "bad-toml",
+        "backquote",
+        "command",
+        "own-variable",
+        "relative-bind",
+        "profile-key",
     ],
 )
 def test_bad_files_name_the_file_and_the_key(files: dict[str, Path], text: str, message: str) -> None:
@@ -222,3 +240,21 @@ def test_host_mpi_in_the_loaders_default_directories_needs_no_path(files: dict[s
     if not system:
         unavailable("no libmpi.so in the loader's default directories: `sh scripts/setup.sh --test` installs OpenMPI")
     assert host_mpi_dirs(load_config(environ(files)), {}) == []
+
+
+def test_a_launch_profile_goes_into_the_launcher(files: dict[str, Path]) -> None:
+    """`[profiles.NAME]`: binds after the site's, variables set at launch unless the caller has them."""
+    from sqenv.publish.launchers import render
+
+    write(files["user"], '[defaults]\nbind_paths = ["/pfs"]\n[profiles.gpu]\nbind_paths = ["/opt/cray"]\n'
+          'env = { MIOPEN_USER_DB_PATH = "/tmp/${USER}-miopen" }\n')  # fmt: skip
+    config = load_config(environ(files))
+    profile = config.get("profiles")["gpu"]
+    text = render(["v1.sqfs"], activate=False, options=dict(profile), config=config)
+    assert "SQENV_BIND_PATHS=/pfs:/opt/cray" in text
+    header = text.split("\n\n", 1)[0] + '\nprintf "%s\\n" "$MIOPEN_USER_DB_PATH"\n'
+    out = subprocess.run(["sh", "-c", header], env={"USER": "ana"}, capture_output=True, text=True)
+    assert out.stdout.strip() == "/tmp/ana-miopen"
+    mine = subprocess.run(["sh", "-c", header], env={"USER": "ana", "MIOPEN_USER_DB_PATH": "/x"},
+                          capture_output=True, text=True)  # fmt: skip
+    assert mine.stdout.strip() == "/x"

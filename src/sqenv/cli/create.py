@@ -121,6 +121,12 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
         help="launch with the --base-image where it is (a site's path, e.g. /appl/local/containers/...) instead "
         "of a copy in PREFIX",
     )
+    p.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="a launch profile of the site config ([profiles.NAME]: binds and variables a GPU job needs, "
+        "e.g. gpu); config: profile",
+    )
     p.add_argument("--force", action="store_true", help="replace PREFIX if it exists")
     add_build_options(p)
     add_index_options(p)
@@ -152,6 +158,7 @@ def pip_spec(args: argparse.Namespace) -> BuildSpec:
         engine=getattr(args, "engine", None),
         base_image=args.base_image.absolute() if getattr(args, "base_image", None) else None,
         base_image_ref=getattr(args, "base_image_ref", False),
+        profile=getattr(args, "profile", None),
         compression_level=args.compression_level,
         jobs=args.jobs,
         force=args.force,
@@ -168,12 +175,23 @@ def apply_build_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def check_profile(name: str | None, config: Config) -> str | None:
+    """A launch profile the config defines (`[profiles.NAME]`)."""
+    known = config.get("profiles")
+    if name is not None and name not in known:
+        listed = ", ".join(sorted(known)) or "none is defined"
+        raise UsageError(f"no launch profile `{name}` in the sqenv config ({listed})",
+                         "see `sqenv config`; a site defines them as [profiles.NAME]")  # fmt: skip
+    return name
+
+
 def spec_from_args(args: argparse.Namespace) -> BuildSpec:
     config = apply_build_config(args)  # site/user config for build options; forced values win, with a warning
     args.target_cpu = resolve_cpu(args.target_cpu, config.get("cpus"))
     if getattr(args, "optimize_sdists", False) and not args.target_cpu:
         raise UsageError("`--optimize-sdists` needs the CPU to build for",
                          "add `--target-cpu NAME` (e.g. zen3), or set `target_cpu` in the config")  # fmt: skip
+    args.profile = check_profile(config.get("profile", getattr(args, "profile", None)), config)
     index = resolve_index(from_args(args), config, UI(level=QUIET if getattr(args, "quiet", False) else NORMAL))
     if index.no_index and not index.find_links:
         raise UsageError("`--no-index` leaves uv nowhere to find packages", "add `--find-links DIR`")

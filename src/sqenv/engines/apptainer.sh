@@ -47,12 +47,12 @@ sqenv_singularity_exec() {
     sqenv_apptainer_exec "$@"
 }
 
-# Append a host directory to the bind list if it exists and can be named there.
+# Append a host directory (or file: a profile's libcxi.so.1) to the bind list if it exists and can be named there.
 sqenv_apptainer_bind() {
     case $1 in
         *[,:]*) return 0 ;; # Apptainer's --bind syntax cannot express these
     esac
-    [ -d "$1" ] || return 0
+    [ -e "$1" ] || return 0
     sqenv_binds=${sqenv_binds:+$sqenv_binds,}$1
 }
 
@@ -119,6 +119,7 @@ sqenv_apptainer_exec() {
         case $sqenv_has in
             *:"$sqenv_dir":*) continue ;;
         esac
+        [ -d "$sqenv_dir" ] || continue # host directories only (/* also lists files)
         sqenv_apptainer_bind "$sqenv_dir"
     done
     for sqenv_dir in ${SQENV_BIND_PATHS-}; do

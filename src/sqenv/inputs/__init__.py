@@ -107,6 +107,7 @@ class BuildSpec:
     engine: str | None = None
     base_image: Path | None = None
     base_image_ref: bool = False  # launches use base_image where it is (a site's path), not a copy in PREFIX
+    profile: str | None = None  # the site config's [profiles.NAME]: binds and variables applied at launch
     compression_level: int | None = None
     jobs: int | None = None
     force: bool = False

@@ -26,7 +26,7 @@ def render(
     layers: list[str],
     *,
     activate: bool,
-    options: dict[str, str] | None = None,
+    options: dict | None = None,
     config: Config | None = None,
 ) -> str:
     """The launcher text for these image layers.
@@ -57,6 +57,8 @@ def render(
         values["SQENV_CONTAINER"] = options["container"]
     if options.get("on_container"):  # a layer on the container's Python: its PATH, then the layer's bin
         values["SQENV_ON_CONTAINER"] = "1"
+    if options.get("bind_paths"):  # a launch profile's (`create --profile`): after the site's own
+        values["SQENV_BIND_PATHS"] = ":".join(p for p in (values["SQENV_BIND_PATHS"], *options["bind_paths"]) if p)
     if options.get("cpu_level"):  # built for a CPU: the helper checks the node has its instructions
         values["SQENV_CPU_LEVEL"] = options["cpu_level"]
     head = [
@@ -65,6 +67,7 @@ def render(
         "# shellcheck disable=SC2034 # some values are only read by one engine",
         *(f"{key}={shlex.quote(value)}" for key, value in values.items()),
         *launcher_lines(config),
+        *profile_lines(options.get("env") or {}),
         # a wrapped container runs only in its runtime, whatever SQENV_ENGINE or the config say
         *([f"SQENV_ENGINE={shlex.quote(options['only_engine'])}"] if options.get("only_engine") else []),
         "",
@@ -73,6 +76,12 @@ def render(
     parts += engines.scripts()
     parts.append(template("launcher.sh"))
     return "\n".join(parts)
+
+
+def profile_lines(env: dict[str, str]) -> list[str]:
+    """A launch profile's variables, set unless the caller has them; `$VAR` expands at launch (the
+    config allows nothing else: sqenv.config._profiles)."""
+    return [f'{name}=${{{name}-"{value}"}}; export {name}' for name, value in env.items()]
 
 
 def programs(root: Path) -> list[str]:
@@ -100,7 +109,7 @@ def write(
     names: list[str],
     *,
     activate: bool,
-    options: dict[str, str] | None = None,
+    options: dict | None = None,
     config: Config | None = None,
 ) -> None:
     """Write the launcher atomically, then add missing bin/ entries and drop stale ones.
