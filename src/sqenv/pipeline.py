@@ -76,7 +76,8 @@ def create(spec: BuildSpec, ui: UI) -> Install:
     then the build directory. From the commit on, Ctrl-C and SIGTERM wait
     until the old tree and the build directory are gone; one that arrived
     meanwhile is then reported as what it is: the install exists."""
-    check_tools()
+    if spec.builder != "sif":  # a wrapped container packs nothing
+        check_tools()
     with parent_dirs(spec.prefix.absolute()):
         return _create(spec, ui)
 
@@ -100,10 +101,11 @@ def _create(spec: BuildSpec, ui: UI) -> Install:
             for sig in pending:
                 signal.sigtimedwait([sig], 0)  # consumed: reported below instead
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    ui.info(
-        f"Installed {len(result.packages)} packages into {spec.prefix} "
-        f"({image.size / 1e6:,.0f} MB image, {len(names)} programs)"
-    )
+    if image is None:
+        ui.info(f"Wrapped {len(names)} programs of {spec.wrap.source} into {spec.prefix} (run with apptainer)")
+    else:
+        ui.info(f"Installed {len(result.packages)} packages into {spec.prefix} "
+                f"({image.size / 1e6:,.0f} MB image, {len(names)} programs)")  # fmt: skip
     if pending:
         raise Interrupted(f"interrupted after the install was complete: {spec.prefix} is installed and works",
                           f"remove it with `rm -r {spec.prefix}` if you did not want it")  # fmt: skip
@@ -158,7 +160,43 @@ def place_base_image(spec: BuildSpec, out: Path, launch: dict, result: BuildResu
                   size=placed.stat().st_size)  # fmt: skip
 
 
-def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> tuple[Image, list[str], BuildResult]:
+def _pack_into(spec: BuildSpec, ctx: BuildContext, out: Path, launch: dict, result: BuildResult) -> Image:
+    """The staging tree (with its provenance) as the install's first image layer."""
+    tmp_image = out / ".image.sqfs"
+    when = _provenance(spec, result, ctx.staging, launch.get("mount_path", MOUNT_PATH))
+    image = pack(ctx.ui, ctx.staging, tmp_image, compression=spec.compression, level=spec.compression_level,
+                 jobs=spec.jobs, log=ctx.log, epoch=when)  # fmt: skip
+    layer = image_name(1, image.id)
+    os.replace(tmp_image, out / layer)
+    adopt(out, out / layer)
+    return image
+
+
+def place_container(spec: BuildSpec, out: Path, launch: dict, ui: UI) -> Path:
+    """A wrapped container into the install; its top-level entries are never hidden by host directories."""
+    from sqenv.builders.sif import add_container, container_dirs
+
+    assert spec.wrap.source is not None
+    placed = add_container(out, spec.wrap.source, ui)
+    found = container_dirs(placed)
+    if found is not None:  # (engines/apptainer.sh)
+        launch["container_dirs"] = found
+    return placed
+
+
+def container_record(placed: Path, ui: UI) -> dict:
+    """The container as the version's one image, for `sqenv info --verify`."""
+    from sqenv.pack.squashfs import sha256_of
+
+    with ui.phase("Checksumming the container"):
+        digest = sha256_of(placed)
+    size = placed.stat().st_size
+    return {"file": placed.name, "sha256": digest, "size": size, "installed_size": size, "files_inside": 0}
+
+
+def _build_into(
+    spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path
+) -> tuple[Image | None, list[str], BuildResult]:
     """Build in `work`, write the image, helper, launchers and metadata into `out`."""
     staging = work / "root"
     staging.mkdir()
@@ -179,36 +217,30 @@ def _build_into(spec: BuildSpec, ui: UI, out: Path, work: Path, enter: Path) -> 
     launch.update(result.extra.pop("launch", {}))
     if spec.profile:  # recorded resolved: updates and rollbacks keep what this version was made with
         launch.update(profile=spec.profile, **load_config().get("profiles")[spec.profile])
-    tmp_image = out / ".image.sqfs"
-    when = _provenance(spec, result, staging, launch.get("mount_path", MOUNT_PATH))
-    image = pack(
-        ui,
-        staging,
-        tmp_image,
-        compression=spec.compression,
-        level=spec.compression_level,
-        jobs=spec.jobs,
-        log=ctx.log,
-        epoch=when,
-    )
-    layer = image_name(1, image.id)
-    os.replace(tmp_image, out / layer)
-    adopt(out, out / layer)
     install = Install(out)
-    shutil.copy2(enter, install.enter)
-    adopt(out, install.enter, executable=True)
+    if result.packs:
+        image: Image | None = _pack_into(spec, ctx, out, launch, result)
+        layers = [image_name(1, image.id)]
+        shutil.copy2(enter, install.enter)
+        adopt(out, install.enter, executable=True)
+    else:  # a wrapped container (builders/sif): the install holds it, no image of ours, no helper
+        image, layers = None, []
+        placed = place_container(spec, out, launch, ui)
     if spec.base_image:
         place_base_image(spec, out, launch, result, ui)
-    launchers.write(install, [layer], names, activate=result.activate, options=launch)
+    launchers.write(install, layers, names, activate=result.activate, options=launch)
     activation.write(out, spec.prefix.absolute(), spec.kind)
+    record = version_record(1, spec, result, [image] if image else [], layers, names, "create", launch)
+    if not result.packs:
+        record.update(images=[container_record(placed, ui)], container=placed.name)
     data = {
         "format": metadata.FORMAT,
         "kind": spec.kind,
-        "mount_path": launch.get("mount_path", MOUNT_PATH),
+        "mount_path": launch.get("mount_path", MOUNT_PATH if result.packs else "/"),
         "created": now(),
         "current": 1,
-        "keep": load_config().get("keep_versions"),
-        "versions": [version_record(1, spec, result, [image], [layer], names, "create", launch)],
+        "keep": load_config().get("keep_versions") if result.packs else 1,
+        "versions": [record],
     }
     metadata.save(install.metadata, data, mode=file_mode())
     return image, names, result

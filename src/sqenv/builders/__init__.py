@@ -21,7 +21,7 @@ def build(ctx: BuildContext) -> BuildResult:
     """Run the pre-install script, the builder for the spec's kind, then the post-install script."""
     from sqenv.builders import scripts
 
-    builder = builder_for(ctx.spec.kind)
+    builder = builder_for(ctx.spec.builder)
     if ctx.spec.pre_install:
         scripts.run(ctx, ctx.spec.pre_install, phase="pre-install")
     result = builder.build(ctx)

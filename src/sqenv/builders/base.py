@@ -38,6 +38,8 @@ class BuildResult:
     python: dict | None = None
     activate: bool = False
     extra: dict = field(default_factory=dict)
+    packs: bool = True
+    """False for a wrapped container: the install holds the container, no image of ours."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,14 @@ class Builder(Protocol):
     def update(self, ctx: BuildContext, change: Any) -> BuildResult: ...
 
 
-BUILDERS = {"pip": "sqenv.builders.pip", "conda": "sqenv.builders.conda.builder", "wrap": "sqenv.builders.container"}
-"""The builder of each install kind (`BuildSpec.kind`, `sqenv.json`'s `kind`), imported when used."""
+BUILDERS = {
+    "pip": "sqenv.builders.pip",
+    "conda": "sqenv.builders.conda.builder",
+    "wrap": "sqenv.builders.container",
+    "sif": "sqenv.builders.sif",
+}
+"""The builder of each install kind (`BuildSpec.kind`, `sqenv.json`'s `kind`; a wrapped container
+is kind `wrap` built by `sif`: `BuildSpec.builder`), imported when used."""
 
 
 def builder_for(kind: str) -> Builder:

@@ -1,9 +1,9 @@
 """Wrap an existing container (`sqenv wrap IMAGE.sif`, Tykky's `wrap-container`).
 
-No image of ours is built: the install holds the container itself
-(`PREFIX/container.sif`, hard-linked when it can be, else copied), the
-launcher and one `bin/` entry per program found under the `-w` paths inside
-the container. Launches always use the apptainer engine (or singularity):
+No image of ours is built (`BuildResult.packs` is false): the pipeline puts
+the container itself into the install (`PREFIX/container.sif`, hard-linked
+when it can be, else copied) with the launcher and one `bin/` entry per
+program found under the `-w` paths inside the container. Launches always use the apptainer engine (or singularity):
 the program runs in the container with the host's data directories bound,
 found on the container's PATH with the `-w` directories first.
 
@@ -24,16 +24,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sqenv import __version__, snippets
+from sqenv import snippets
+from sqenv.builders.base import BuildContext, BuildResult
 from sqenv.engines import RUNTIMES
 from sqenv.errors import BuildError, InputError, ToolMissing
-from sqenv.inputs import BuildSpec, WrapInputs
-from sqenv.pack.squashfs import sha256_of
-from sqenv.publish import activation, launchers, metadata
-from sqenv.publish.layout import Install
-from sqenv.publish.modes import adopt, file_mode
-from sqenv.publish.parents import parent_dirs
-from sqenv.publish.publisher import Publisher
+from sqenv.publish.modes import adopt
 from sqenv.ui import UI
 
 CONTAINER = "container.sif"
@@ -177,62 +172,26 @@ def check_image(source: Path, what: str = "") -> Path:
     return image
 
 
-def wrap(source: Path, prefix: Path, given: list[str], *, force: bool, ui: UI) -> Install:
-    """Publish launchers for the programs of a container (see the module's doc)."""
-    image = check_image(source)
-    paths = container_paths(given)
+def build(ctx: BuildContext) -> BuildResult:
+    """The builder of a wrapped container: nothing to pack, only its programs and how to run them
+    (the pipeline places the container itself, see `sqenv.pipeline`)."""
+    image = ctx.spec.wrap.source
+    assert image is not None
+    paths = ctx.spec.wrap.wrapper_paths
     exe = runtime()
-    with parent_dirs(prefix.absolute()):
-        return _wrap(source, prefix, image, paths, exe, force=force, ui=ui)
-
-
-def _wrap(source: Path, prefix: Path, image: Path, paths: tuple[str, ...], exe: str, *, force: bool, ui: UI) -> Install:
-    publisher = Publisher(prefix, force)
-    with ui.phase(f"Listing the programs under {', '.join(paths)} in {image.name}"):
+    with ctx.ui.phase(f"Listing the programs under {', '.join(paths)} in {image.name}"):
         programs = list_programs(exe, image, paths)
-    names = [name for _directory, name in programs]
     wrap_path = ":".join(dict.fromkeys(directory for directory, _name in programs))
-    spec = BuildSpec(prefix=prefix, kind="wrap", wrap=WrapInputs(source=image, wrapper_paths=paths))
-    with publisher as out:
-        placed = add_container(out, image, ui)
-        install = Install(out)
-        launch = {"engine": "apptainer", "only_engine": "apptainer", "wrap_path": wrap_path}
-        found = container_dirs(placed)
-        if found is not None:  # host directories are not bound over these (engines/apptainer.sh)
-            launch["container_dirs"] = found
-        launchers.write(install, [], names, activate=False, options=launch)
-        activation.write(out, prefix.absolute(), "wrap")
-        with ui.phase("Checksumming the container"):
-            digest = sha256_of(placed)
-        size = placed.stat().st_size
-        from sqenv.pipeline import now
+    launch = {"engine": "apptainer", "only_engine": "apptainer", "wrap_path": wrap_path}
+    extra = {"programs": [name for _directory, name in programs], "launch": launch, "wrap_path": wrap_path}
+    return BuildResult(packages=[], python=None, extra=extra, packs=False)
 
-        record = {
-            "number": 1,
-            "created": now(),
-            "change": "wrap",
-            "sqenv_version": __version__,
-            "layers": [],
-            "images": [{"file": CONTAINER, "sha256": digest, "size": size, "installed_size": size, "files_inside": 0}],
-            "inputs": spec.inputs(),
-            "python": None,
-            "packages": [],
-            "programs": names,
-            "activate": False,
-            "launch": launch,
-            "container": CONTAINER,
-            "wrap_path": wrap_path,
-        }
-        data = {
-            "format": metadata.FORMAT,
-            "kind": "wrap",
-            "mount_path": "/",
-            "created": record["created"],
-            "current": 1,
-            "keep": 1,
-            "versions": [record],
-        }
-        metadata.save(install.metadata, data, mode=file_mode())
-        publisher.commit()
-    ui.info(f"Wrapped {len(names)} programs of {image.name} into {prefix} (run with {Path(exe).name})")
-    return Install(prefix.absolute())
+
+def refresh(ctx: BuildContext, result: BuildResult) -> BuildResult:
+    return result
+
+
+def update(ctx: BuildContext, change: object) -> BuildResult:
+    from sqenv.builders.container import update as refuse
+
+    return refuse(ctx, change)

@@ -74,16 +74,28 @@ def execute(args: argparse.Namespace, ui: UI) -> int:
     if args.base_image is not None and not args.base_image.is_file():
         raise InputError(f"the base image `{args.base_image}` does not exist")
     if source.is_file():
-        from sqenv.builders import sif as wrap_sif
-
         for flag, value in (("--mask", args.mask), ("--engine", args.engine), ("--base-image", args.base_image)):
             if value:
                 raise UsageError(f"{flag} applies to directories; a container runs with apptainer as it is")
-        wrap_sif.wrap(source, prefix, given, force=args.force, ui=ui)
+        wrap_container(args, source, prefix, given, ui)
     else:
         wrap_directory(args, source, prefix, given, ui)
     ui.info(use_it(prefix.absolute()))
     return 0
+
+
+def wrap_container(args: argparse.Namespace, source: Path, prefix: Path, given: list[str], ui: UI) -> None:
+    """A container's programs, through the pipeline (builders/sif: no image of ours)."""
+    from sqenv.builders.sif import check_image, container_paths, runtime
+    from sqenv.inputs import BuildSpec, WrapInputs
+    from sqenv.pipeline import create
+
+    image = check_image(source)
+    paths = container_paths(given)
+    runtime()  # before any work: apptainer (or singularity) must be there
+    create(
+        BuildSpec(prefix=prefix, kind="wrap", wrap=WrapInputs(source=image, wrapper_paths=paths), force=args.force), ui
+    )
 
 
 def wrap_directory(args: argparse.Namespace, source: Path, prefix: Path, given: list[str], ui: UI) -> None:

@@ -124,6 +124,13 @@ class BuildSpec:
             raise UsageError("`--base-image-ref` needs `--base-image SIF`")
 
     @property
+    def builder(self) -> str:
+        """Which builder fills it (`builders.base.BUILDERS`): the kind's, `sif` for a wrapped container."""
+        if self.kind == "wrap" and self.wrap.source is not None and self.wrap.source.is_file():
+            return "sif"
+        return self.kind
+
+    @property
     def on_base_image(self) -> bool:
         """A pip layer on the base image's own Python (builders/base_image): built and run inside it.
         (A conda env or a wrapped tree brings its own Python: its base image is only the OS.)"""
