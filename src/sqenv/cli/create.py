@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from dataclasses import replace
 from pathlib import Path
 
-from sqenv.config import BUILD_OPTIONS, Config, resolve_build_options
 from sqenv.engines import CHOICES
-from sqenv.errors import UsageError
-from sqenv.inputs import COMPRESSIONS, BuildSpec, PipInputs
-from sqenv.inputs.cpu import resolve as resolve_cpu
+from sqenv.inputs import COMPRESSIONS
 from sqenv.inputs.index import from_args
-from sqenv.inputs.index import resolve as resolve_index
-from sqenv.inputs.requirements import check_file, check_spec
+from sqenv.inputs.request import CreateRequest, plan
 from sqenv.pipeline import create
-from sqenv.ui import NORMAL, QUIET, UI
+from sqenv.ui import UI
 
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
@@ -134,81 +129,38 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     p.set_defaults(execute=execute)
 
 
-def pip_spec(args: argparse.Namespace) -> BuildSpec:
-    for path in args.requirement:
-        check_file(path)
-    for i, pkg in enumerate(args.packages, 1):
-        check_spec(pkg, f"package argument {i}")
-    return BuildSpec(
-        prefix=args.prefix.absolute(),
-        kind="pip",
-        pip=PipInputs(
-            requirement_files=tuple(p.absolute() for p in args.requirement),
-            packages=tuple(args.packages),
-            python=args.python,
-            system_site_packages=args.system_site_packages,
-        ),
-        post_install=args.post_install.absolute() if args.post_install else None,
-        pre_install=args.pre_install.absolute() if args.pre_install else None,
-        environ_file=args.environ.absolute() if args.environ else None,
-        compression=args.compression or "zstd",
+def request_from_args(args: argparse.Namespace) -> CreateRequest:
+    """The parsed command line as a request (`sqenv.inputs.request`): nothing else is done here."""
+    return CreateRequest(
+        prefix=args.prefix,
+        packages=tuple(args.packages),
+        requirement_files=tuple(args.requirement),
+        python=args.python,
+        system_site_packages=args.system_site_packages,
+        file=args.file,
+        channels=tuple(args.channel),
+        lock_from=args.lock_from,
+        channel_alias=args.channel_alias,
+        offline=args.offline,
+        pkgs_dir=args.pkgs_dir,
         mpi=args.mpi,
-        target_cpu=getattr(args, "target_cpu", None),
-        optimize_sdists=getattr(args, "optimize_sdists", False),
-        engine=getattr(args, "engine", None),
-        base_image=args.base_image.absolute() if getattr(args, "base_image", None) else None,
-        base_image_ref=getattr(args, "base_image_ref", False),
-        profile=getattr(args, "profile", None),
+        target_cpu=args.target_cpu,
+        optimize_sdists=args.optimize_sdists,
+        engine=args.engine,
+        base_image=args.base_image,
+        base_image_ref=args.base_image_ref,
+        profile=args.profile,
+        post_install=args.post_install,
+        pre_install=args.pre_install,
+        environ=args.environ,
+        compression=args.compression,
         compression_level=args.compression_level,
+        build_dir=args.build_dir,
         jobs=args.jobs,
         force=args.force,
-        build_dir=args.build_dir,
+        index=from_args(args),
+        quiet=bool(getattr(args, "quiet", False)),
     )
-
-
-def apply_build_config(args: argparse.Namespace) -> Config:
-    """Fill the parsed build options (and `mpi`) from the site/user config (see
-    `sqenv.config.resolve_build_options`); returns that config."""
-    values, config = resolve_build_options({k: getattr(args, k, None) for k in (*BUILD_OPTIONS, "quiet")})
-    for key, value in values.items():
-        setattr(args, key, value)
-    return config
-
-
-def check_profile(name: str | None, config: Config) -> str | None:
-    """A launch profile the config defines (`[profiles.NAME]`)."""
-    known = config.get("profiles")
-    if name is not None and name not in known:
-        listed = ", ".join(sorted(known)) or "none is defined"
-        raise UsageError(f"no launch profile `{name}` in the sqenv config ({listed})",
-                         "see `sqenv config`; a site defines them as [profiles.NAME]")  # fmt: skip
-    return name
-
-
-def spec_from_args(args: argparse.Namespace) -> BuildSpec:
-    config = apply_build_config(args)  # site/user config for build options; forced values win, with a warning
-    args.target_cpu = resolve_cpu(args.target_cpu, config.get("cpus"))
-    if getattr(args, "optimize_sdists", False) and not args.target_cpu:
-        raise UsageError("`--optimize-sdists` needs the CPU to build for",
-                         "add `--target-cpu NAME` (e.g. zen3), or set `target_cpu` in the config")  # fmt: skip
-    args.profile = check_profile(config.get("profile", getattr(args, "profile", None)), config)
-    index = resolve_index(from_args(args), config, UI(level=QUIET if getattr(args, "quiet", False) else NORMAL))
-    if index.no_index and not index.find_links:
-        raise UsageError("`--no-index` leaves uv nowhere to find packages", "add `--find-links DIR`")
-    conda = args.file or args.channel or args.lock_from
-    if conda:
-        from sqenv.inputs.conda import conda_spec
-
-        return replace(conda_spec(args), index=index)
-    if getattr(args, "base_image", None) is not None:
-        from sqenv.builders.sif import check_image
-
-        check_image(args.base_image, "the base image")
-    if not args.requirement and not args.packages:
-        raise UsageError("nothing to install", "give packages, `-r requirements.txt`, or `-f environment.yml`")
-    if args.post_install and not args.post_install.is_file():
-        raise UsageError(f"post-install script `{args.post_install}` does not exist")
-    return replace(pip_spec(args), index=index)
 
 
 def use_it(prefix: Path) -> str:
@@ -218,7 +170,7 @@ def use_it(prefix: Path) -> str:
 
 
 def execute(args: argparse.Namespace, ui: UI) -> int:
-    spec = spec_from_args(args)
+    spec = plan(request_from_args(args))
     create(spec, ui)
     ui.info(use_it(spec.prefix))
     return 0

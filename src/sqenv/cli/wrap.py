@@ -100,7 +100,7 @@ def wrap_container(args: argparse.Namespace, source: Path, prefix: Path, given: 
 
 def wrap_directory(args: argparse.Namespace, source: Path, prefix: Path, given: list[str], ui: UI) -> None:
     from sqenv.builders import container as wrap
-    from sqenv.cli.create import apply_build_config
+    from sqenv.config import resolve_build_options
     from sqenv.inputs import BuildSpec, WrapInputs
     from sqenv.pipeline import create
 
@@ -110,17 +110,17 @@ def wrap_directory(args: argparse.Namespace, source: Path, prefix: Path, given: 
     if args.mask and source == Path("/"):
         raise UsageError("`--mask` cannot show an image over `/`")
     paths = wrap.wrapper_paths(source, given)
-    args.mpi = None
-    apply_build_config(args)
+    given = {key: getattr(args, key) for key in ("build_dir", "compression", "compression_level", "jobs", "quiet")}
+    values, _ = resolve_build_options(given)  # the config's defaults; forced values win, with a warning
     spec = BuildSpec(
         prefix=prefix,
         kind="wrap",
         wrap=WrapInputs(source=source, wrapper_paths=paths, mask=args.mask),
-        compression=args.compression or "zstd",
-        compression_level=args.compression_level,
-        jobs=args.jobs,
+        compression=values["compression"] or "zstd",
+        compression_level=values["compression_level"],
+        jobs=values["jobs"],
         force=args.force,
-        build_dir=args.build_dir,
+        build_dir=values["build_dir"],
         engine=args.engine,
         base_image=args.base_image.absolute() if args.base_image else None,
     )

@@ -10,18 +10,21 @@ cannot be solved) is reported by the builder (`sqenv.builders.conda.create`).
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from sqenv.errors import InputError, PrefixError, UsageError
 from sqenv.inputs import BuildSpec, CondaInputs, PipInputs
 from sqenv.inputs.requirements import check_file, check_spec, read_input
+
+if TYPE_CHECKING:
+    from sqenv.inputs.request import CreateRequest
 
 DEFAULT_ALIAS = "https://conda.anaconda.org"
 DEFAULT_CHANNELS = ("conda-forge",)
@@ -228,39 +231,18 @@ def _pins(version: dict) -> tuple[str, ...]:
     return tuple(f"{p['name']}=={p['version']}" for p in version.get("packages", []) if p.get("manager") == "pip")
 
 
-def _common(args: argparse.Namespace) -> dict:
-    if args.post_install and not args.post_install.is_file():
-        raise UsageError(f"post-install script `{args.post_install}` does not exist")
-    return {
-        "prefix": args.prefix.absolute(),
-        "post_install": args.post_install.absolute() if args.post_install else None,
-        "pre_install": args.pre_install.absolute() if getattr(args, "pre_install", None) else None,
-        "environ_file": args.environ.absolute() if getattr(args, "environ", None) else None,
-        "compression": args.compression or "zstd",
-        "mpi": getattr(args, "mpi", None),
-        "target_cpu": getattr(args, "target_cpu", None),
-        "optimize_sdists": getattr(args, "optimize_sdists", False),  # for the `pip:` part's sdists
-        "engine": getattr(args, "engine", None),
-        "base_image": args.base_image.absolute() if getattr(args, "base_image", None) else None,
-        "compression_level": args.compression_level,
-        "jobs": args.jobs,
-        "force": args.force,
-        "build_dir": args.build_dir,
-    }
-
-
-def _from_spec(args: argparse.Namespace, common: dict, conda: dict) -> BuildSpec:
+def _from_spec(request: CreateRequest, common: dict, conda: dict) -> BuildSpec:
     """`--from PREFIX_OR_LOCK`: the exact set again, no solving."""
-    if args.file or args.packages or args.channel or args.requirement:
+    if request.file or request.packages or request.channels or request.requirement_files:
         raise UsageError(
             "`--from` rebuilds exactly what the lock says and takes no other packages, channels or files",
             "drop `-f`, `-c`, `-r` and the package arguments, or drop `--from`",
         )
-    source: Path = args.lock_from
+    source: Path = request.lock_from
     if source.is_dir():
         kind, version, inputs = lock_from_prefix(source)
         if kind == "pip":
-            python = args.python or (version.get("python") or {}).get("executable")
+            python = request.python or (version.get("python") or {}).get("executable")
             return BuildSpec(kind="pip", pip=PipInputs(packages=_pins(version), python=python), **common)
         old = inputs.get("conda") or {}
         variables = tuple((str(k), str(v)) for k, v in old.get("variables", []))
@@ -287,46 +269,48 @@ def _from_spec(args: argparse.Namespace, common: dict, conda: dict) -> BuildSpec
     return BuildSpec(kind="conda", conda=CondaInputs(lock_from=source.absolute(), **conda), **common)
 
 
-def conda_spec(args: argparse.Namespace) -> BuildSpec:
-    """The plan of a conda build from `sqenv create`'s arguments."""
-    if args.python or getattr(args, "system_site_packages", False):
+def conda_spec(request: CreateRequest) -> BuildSpec:
+    """The plan of a conda build from `sqenv create`'s request (`inputs.request.plan`)."""
+    if request.python or request.system_site_packages:
         raise UsageError(
             "`--python` and `--system-site-packages` are for pip environments",
             "a conda environment brings its own Python: add `python=3.12` (say) to the packages",
         )
-    common = _common(args)
-    alias = getattr(args, "channel_alias", None) or os.environ.get("SQENV_CHANNEL_ALIAS") or DEFAULT_ALIAS
+    from sqenv.inputs.request import common as request_common  # (request imports this module lazily too)
+
+    common = request_common(request)
+    alias = request.channel_alias or os.environ.get("SQENV_CHANNEL_ALIAS") or DEFAULT_ALIAS
     conda = {
         "channel_alias": alias,
-        "offline": bool(getattr(args, "offline", False)),
-        "cache_dir": pkgs_dir(getattr(args, "pkgs_dir", None)),
+        "offline": request.offline,
+        "cache_dir": pkgs_dir(request.pkgs_dir),
     }
-    if args.lock_from:
-        return _from_spec(args, common, conda)
-    for path in args.requirement:
+    if request.lock_from:
+        return _from_spec(request, common, conda)
+    for path in request.requirement_files:
         check_file(path)
     specs: list[str] = []
     channels: list[str] = []
     pip: list[str] = []
     variables: list[tuple[str, str]] = []
     environment_file = explicit_file = None
-    if args.file:
-        kind = file_kind(args.file)
+    if request.file:
+        kind = file_kind(request.file)
         if kind == "explicit":
-            read_explicit(args.file, host_platform())
-            explicit_file = args.file.absolute()
+            read_explicit(request.file, host_platform())
+            explicit_file = request.file.absolute()
         elif kind == "lock":
-            raise UsageError(f"`{args.file}` is a lock file", f"rebuild from it with `--from {args.file}`")
+            raise UsageError(f"`{request.file}` is a lock file", f"rebuild from it with `--from {request.file}`")
         else:
-            env = read_environment_file(args.file)
-            environment_file = args.file.absolute()
+            env = read_environment_file(request.file)
+            environment_file = request.file.absolute()
             specs, channels, pip, variables = env.specs, env.channels, env.pip, env.variables
-    if explicit_file and args.packages:
+    if explicit_file and request.packages:
         raise UsageError("an explicit file lists the whole environment: give no other packages with it")
-    for i, spec in enumerate(args.packages, 1):
+    for i, spec in enumerate(request.packages, 1):
         check_match_spec(spec, f"package argument {i}")
-    specs += args.packages
-    channels = list(args.channel) + [c for c in channels if c not in args.channel]
+    specs += request.packages
+    channels = list(request.channels) + [c for c in channels if c not in request.channels]
     channels = [c for c in channels if c != "nodefaults"]
     if "defaults" in channels:
         raise InputError(
@@ -344,7 +328,7 @@ def conda_spec(args: argparse.Namespace) -> BuildSpec:
             specs=tuple(specs),
             channels=urls,
             pip_requirements=tuple(pip),
-            pip_requirement_files=tuple(p.absolute() for p in args.requirement),
+            pip_requirement_files=tuple(p.absolute() for p in request.requirement_files),
             variables=tuple(variables),
             **conda,
         ),
