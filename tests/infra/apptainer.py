@@ -203,6 +203,11 @@ class Apptainer:
         out = out_dir / f"{flavour}.sif"
         source = out.with_name(f"{flavour}.sif.source")  # which tree the cached SIF came from
         with _locked(out_dir / ".lock"):
+            if os.geteuid() == 0:  # the tree of the current recipe first (a no-op when it is): a new
+                try:  # recipe's tree gets a new stamp, which invalidates the cached SIF below
+                    _script("base-sandbox", *([flavour] if flavour != "base" else []))
+                except ApptainerInfraError as exc:
+                    _unavailable(str(exc))
             stamp = self.root / STAMPS[flavour]
             key = f"{stamp}:{stamp.stat().st_mtime_ns}\n" if stamp.is_file() else None
             if not (out.is_file() and key and source.is_file() and source.read_text() == key):

@@ -36,7 +36,7 @@
 set -euo pipefail
 
 # Bump when a recipe changes: cached trees with another stamp are rebuilt.
-readonly ROOT_RECIPE=2 BASE_RECIPE=1
+readonly ROOT_RECIPE=2 BASE_RECIPE=1 VENDOR_RECIPE=2
 readonly ROOT=${SQENV_APPTAINER_ROOT:-/var/cache/sqenv-test/apptainer-root}
 # No stable suite has apptainer: checked on 2026-12-01 against deb.debian.org, trixie (13),
 # trixie-backports and bookworm-backports have no `apptainer` package (apt-cache policy: none).
@@ -69,9 +69,17 @@ need_root() {
         "run it once as root (e.g. in CI setup); the shim itself is for non-root users"
 }
 
+recipe_of() {  # root|base|vendor
+    case $1 in
+        root) echo "$ROOT_RECIPE" ;;
+        vendor) echo "$VENDOR_RECIPE" ;;
+        *) echo "$BASE_RECIPE" ;;
+    esac
+}
+
 stamp_ok() {  # DIR root|base SUITE: is DIR a complete tree of the current recipe?
-    local recipe=$ROOT_RECIPE
-    [[ $2 == root ]] || recipe=$BASE_RECIPE
+    local recipe
+    recipe=$(recipe_of "$2")
     [[ -f $1/.sqenv-$2 && $(<"$1/.sqenv-$2") == "recipe=$recipe $3" ]]
 }
 
@@ -336,7 +344,7 @@ cmd_base_sandbox() {  # [vendor]
         -exec rm -rf {} +
     remove_special_files "$tmp"
     chmod -R a+rX "$tmp"
-    printf 'recipe=%s %s\n' "$BASE_RECIPE" "$BASE_SUITE" >"$tmp/.sqenv-$flavour"
+    printf 'recipe=%s %s\n' "$(recipe_of "$flavour")" "$BASE_SUITE" >"$tmp/.sqenv-$flavour"
     if [[ -e $target ]]; then mv -T "$target" "$target.old.$$"; fi
     mv -T "$tmp" "$target"
     trap - EXIT
@@ -353,6 +361,10 @@ vendor_python() {  # TREE: a second Python under /opt/vendor, as vendor images k
     for dist in "$tree"/usr/lib/python3/dist-packages/numpy*; do
         cp -a "$dist" "$tree/opt/vendor/lib/python3/dist-packages/"
     done
+    # a console script of the image's Python (as torchrun is of a PyTorch image's)
+    printf '%s\n' '#!/usr/bin/python3' 'import sys' 'try:' '    import six' 'except ImportError:' '    six = None' \
+        'print(sys.prefix, six.__file__ if six else "no six")' >"$tree/usr/bin/vendor-tool"
+    chmod 755 "$tree/usr/bin/vendor-tool"
 }
 
 cmd_base_sif() {  # base|vendor OUT.sif [USER]

@@ -76,6 +76,15 @@ def test_layer_packages_come_from_the_layer_and_numpy_from_the_container(app, us
     assert out[4] == "/usr/lib/python3/dist-packages/numpy/__init__.py"  # the image's, not reinstalled
 
 
+def test_the_image_console_scripts_run_with_the_layer_python(app, user, layer) -> None:
+    """`vendor-tool` (`#!/usr/bin/python3` in the image, like a PyTorch image's torchrun) gets a
+    launcher, and runs with the layer's Python: it sees the layer's packages."""
+    assert "vendor-tool" in (p.name for p in (layer / "bin").iterdir())
+    out = ok(run(app, user, [layer / "bin" / "vendor-tool"])).stdout.split()
+    # (like the layer's own console scripts, it starts its Python by the image path)
+    assert out == ["/mnt/sqenv", "/mnt/sqenv/lib/python3.11/site-packages/six.py"]
+
+
 def test_the_layer_holds_no_numpy_and_info_names_the_base_image(app, user, layer, vendor) -> None:
     listing = f"import os; print(os.listdir('{layer}/lib/python3.11/site-packages'))"
     found = ok(run(app, user, [layer / "bin" / "python", "-c", listing]))

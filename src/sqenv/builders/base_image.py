@@ -221,3 +221,19 @@ def layer_packages(staging: Path) -> list[tuple[str, str]]:
         if name and version:
             found.append((name, version))
     return found
+
+
+def adopt_scripts(ctx, base_python: str) -> list[str]:
+    """The image's console scripts for its own Python, in the layer's bin/ with the layer's Python
+    (snippets/base_image_scripts.py); their names."""
+    layer_python = f"{ctx.mount_path}/bin/python"
+    argv = [
+        layer_python,
+        "-c",
+        snippets.text("base_image_scripts.py"),
+        base_python,
+        f"{ctx.mount_path}/bin",
+        layer_python,
+    ]
+    out = ctx.run(argv, what="adopting the base image's scripts")
+    return out.split()

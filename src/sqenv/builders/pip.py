@@ -81,6 +81,9 @@ def build(ctx: BuildContext) -> BuildResult:
     extra = target_record(ctx.spec)
     if ctx.container is not None:  # completed by the pipeline with the image's path and checksum
         extra["base_image"] = {"python": python}
+        adopted = base_image.adopt_scripts(ctx, python)
+        if adopted:
+            ctx.ui.detail(f"the base image's scripts, run by the layer's Python: {' '.join(adopted)}")
     return refresh(ctx, BuildResult(packages=[], python=info, extra=extra))
 
 
