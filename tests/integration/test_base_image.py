@@ -164,6 +164,20 @@ def test_bad_layer_input_is_one_line_and_leaves_nothing(app, user, vendor, work,
     assert not prefix.exists()
 
 
+def test_a_referenced_image_others_can_replace_is_refused(app, user, vendor, work) -> None:
+    """`--base-image-ref` runs whatever is at that path at every launch."""
+    shared = work / "group-writable"
+    shared.mkdir()
+    shared.chmod(0o777)  # (not sticky: anyone may replace the image)
+    shutil.copyfile(vendor, shared / "vendor.sif")
+    (shared / "vendor.sif").chmod(0o644)
+    proc = run(
+        app, user, [*SQENV, "create", work / "ref", "--base-image", shared / "vendor.sif", "--base-image-ref", "six"]
+    )
+    assert proc.returncode == 2 and f"`{shared}` can be changed by other users" in proc.stderr, proc.stderr
+    assert not (work / "ref").exists()
+
+
 def test_a_base_image_that_is_not_a_sif_is_refused(app, user, work) -> None:
     fake = work / "fake.sif"
     fake.write_text("not an image\n")
@@ -211,3 +225,23 @@ def test_a_launch_profile_binds_a_host_file_and_sets_variables(app, user, vendor
         assert bad.returncode == 2 and "no launch profile `cpu` in the sqenv config (gpu)" in bad.stderr
     finally:
         shutil.rmtree(host, ignore_errors=True)
+
+
+def test_from_a_layer_rebuilds_it_on_its_image_and_a_python_mismatch_is_refused(app, user, layer, work) -> None:
+    again = work / "again"
+    ok(run(app, user, [*SQENV, "create", again, "--from", layer, "-q"]))
+    info = json.loads(ok(run(app, user, [*SQENV, "info", again, "--json"])).stdout)
+    original = json.loads(ok(run(app, user, [*SQENV, "info", layer, "--json"])).stdout)
+    assert info["base_image"]["sha256"] == original["base_image"]["sha256"]
+    assert {p["name"].lower() for p in info["packages"]} >= {"six", "msgpack", "tifffile"}
+    # a lock made on another Python (its record says 3.12): refused before anything is built
+    other = work / "made-on-3.12"
+    shutil.copytree(layer, other, symlinks=True)
+    meta = json.loads((other / "sqenv.json").read_text())
+    for version in meta["versions"]:
+        version["python"]["version"] = "3.12.7"
+    (other / "sqenv.json").write_text(json.dumps(meta))
+    proc = run(app, user, [*SQENV, "create", work / "mismatch", "--from", other])
+    assert proc.returncode == 2, proc.stderr
+    assert "the lock was made with Python 3.12.7" in proc.stderr and "is Python 3.11.2" in proc.stderr
+    assert not (work / "mismatch").exists()

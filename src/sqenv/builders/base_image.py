@@ -71,6 +71,21 @@ class ContainerRun:
         return [*argv, str(self.image)]
 
 
+def check_ref(image: Path) -> None:
+    """`--base-image-ref`: every launch will run whatever is at that path, so nobody but you and
+    root may be able to change it: the file and each directory above it owned by you or root and
+    writable by nobody else (a sticky directory, like /tmp, protects what others do not own)."""
+    me = os.geteuid()
+    path = Path(os.path.realpath(image))
+    for part in (path, *path.parents):
+        st = part.stat()
+        sticky = part.is_dir() and st.st_mode & 0o1000
+        if st.st_uid not in (0, me) or (st.st_mode & 0o022 and not sticky):
+            raise InputError(f"`--base-image-ref {image}`: `{part}` can be changed by other users, and every launch "
+                             "would run what they put there", "reference an image only you or the site's admins can "
+                             "change, or leave out `--base-image-ref` to copy it into the install")  # fmt: skip
+
+
 def bindable(path: Path | str, what: str) -> str:
     """Apptainer's `--bind` syntax cannot express `,` or `:` in a path."""
     text = str(path)

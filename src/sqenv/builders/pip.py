@@ -53,12 +53,24 @@ def find_python(requested: str | None) -> tuple[str, dict]:
     return path, info
 
 
+def check_version(expected: str | None, info: dict, python: str, image: Path | None) -> None:
+    """`--from` a lock: the Python found must be the lock's major.minor (wheels are built per version)."""
+    if not expected:
+        return
+    found = info["version"]
+    if found.split(".")[:2] != expected.split(".")[:2]:
+        where = f"in the base image `{image.name}`" if image else "here"
+        hint = "give `--python` a Python of that version (or rebuild from the requirements, not the lock)"
+        raise InputError(f"the lock was made with Python {expected}; `{python}` {where} is Python {found}", hint)
+
+
 def build(ctx: BuildContext) -> BuildResult:
     spec = ctx.spec.pip
     if ctx.container is not None:  # a layer on a base image's Python (builders/base_image)
         python, info = base_image.find_python(ctx.container, spec.python)
     else:
         python, info = find_python(spec.python)
+    check_version(spec.python_version, info, python, ctx.spec.base_image)
     mount = ctx.mount_path
     offline = ctx.spec.index.no_index
     venv = ["venv", "--no-config", "--python", python, mount] + ([] if offline else ["--seed"])

@@ -60,6 +60,7 @@ class PipInputs:
     packages: tuple[str, ...] = ()
     python: str | None = None
     system_site_packages: bool = False
+    python_version: str | None = None  # `--from`: the Python the lock was made with (checked, major.minor)
 
 
 @dataclass(frozen=True)

@@ -243,7 +243,12 @@ def _from_spec(request: CreateRequest, common: dict, conda: dict) -> BuildSpec:
         kind, version, inputs = lock_from_prefix(source)
         if kind == "pip":
             python = request.python or (version.get("python") or {}).get("executable")
-            return BuildSpec(kind="pip", pip=PipInputs(packages=_pins(version), python=python), **common)
+            made_on = (version.get("python") or {}).get("version")
+            base = version.get("base_image") or {}
+            if base and common["base_image"] is None:  # a layer: again on the image it was made on
+                common = {**common, "base_image": Path(base["path"]), "base_image_ref": bool(base.get("referenced"))}
+            pip = PipInputs(packages=_pins(version), python=python, python_version=made_on)
+            return BuildSpec(kind="pip", pip=pip, **common)
         old = inputs.get("conda") or {}
         variables = tuple((str(k), str(v)) for k, v in old.get("variables", []))
         lock = version["lock"]

@@ -88,6 +88,10 @@ def plan(request: CreateRequest, config: Config | None = None) -> BuildSpec:
         from sqenv.builders.sif import check_image
 
         check_image(request.base_image, "the base image")
+        if request.base_image_ref:
+            from sqenv.builders.base_image import check_ref
+
+            check_ref(request.base_image)
     if not request.requirement_files and not request.packages:
         raise UsageError("nothing to install", "give packages, `-r requirements.txt`, or `-f environment.yml`")
     return replace(pip_spec(request), index=index)
