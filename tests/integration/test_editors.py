@@ -18,9 +18,12 @@ One environment (debugpy, six) is built once for the module.
 from __future__ import annotations
 
 import json
+import os
+import select
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -102,24 +105,45 @@ def test_pip_list_json_lists_the_environment(editor_env: Path, user) -> None:
 
 # ------------------------------------------------------------------ Debug Adapter Protocol
 
+GUARD = 120  # seconds before a silent adapter fails the test instead of hanging the suite (not a measurement)
+
 
 class Dap:
-    """A minimal Debug Adapter Protocol client: JSON messages with Content-Length headers."""
+    """A minimal Debug Adapter Protocol client: JSON messages with Content-Length headers, over
+    a socket (`--listen`) or the adapter's stdin/stdout (how VS Code starts its adapter)."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+    def __init__(self, write: Callable[[bytes], None], read: Callable[[], bytes]) -> None:
+        self.write, self.read = write, read
         self.buffer = b""
         self.seq = 0
         self.events: list[dict] = []
         self.responses: dict[int, dict] = {}
 
+    @classmethod
+    def over_socket(cls, sock: socket.socket) -> Dap:
+        sock.settimeout(GUARD)
+        return cls(sock.sendall, lambda: sock.recv(65536))
+
+    @classmethod
+    def over_pipes(cls, proc: subprocess.Popen) -> Dap:
+        def write(data: bytes) -> None:
+            proc.stdin.write(data)
+            proc.stdin.flush()
+
+        def read() -> bytes:
+            if not select.select([proc.stdout], [], [], GUARD)[0]:
+                raise TimeoutError("the debug adapter said nothing")
+            return os.read(proc.stdout.fileno(), 65536)
+
+        return cls(write, read)
+
     def send(self, command: str, **arguments: object) -> int:
         self.seq += 1
         body = json.dumps({"seq": self.seq, "type": "request", "command": command, "arguments": arguments}).encode()
-        self.sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
         return self.seq
 
-    def _read(self) -> dict:
+    def _read(self) -> None:
         while b"\r\n\r\n" not in self.buffer:
             self._recv()
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
@@ -133,10 +157,9 @@ class Dap:
             self.events.append(message)
         elif message["type"] == "response":
             self.responses[message["request_seq"]] = message
-        return message
 
     def _recv(self) -> None:
-        chunk = self.sock.recv(65536)
+        chunk = self.read()
         if not chunk:
             raise ConnectionError("the debug adapter closed the connection")
         self.buffer += chunk
@@ -167,26 +190,53 @@ def _free_port() -> int:
 
 def _connect(port: int, proc: subprocess.Popen) -> socket.socket:
     """Connect once the adapter listens; stop with the debuggee's output if it died first."""
-    deadline = time.monotonic() + 120  # a guard against a hang, not a measurement
+    deadline = time.monotonic() + GUARD
     while True:
         try:
-            sock = socket.create_connection(("127.0.0.1", port))
+            return socket.create_connection(("127.0.0.1", port))
         except ConnectionRefusedError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 out, err = proc.communicate()
                 pytest.fail(f"debugpy did not listen on {port} (exit {proc.returncode}):\n{out}\n{err}")
             time.sleep(0.2)
-            continue
-        sock.settimeout(120)  # a hang fails the test instead of blocking the suite
-        return sock
 
 
-def test_debugpy_attach_breakpoint_variables_continue(editor_env: Path, user, place: Path) -> None:
-    script = place / "debuggee.py"  # the user's program, on the host
+def _debuggee(place: Path) -> Path:
+    script = place / "debuggee.py"  # the user's program and its data, on the host
     script.write_text(DEBUGGEE)
     (place / "words.txt").write_text("alpha beta gamma\n")
     assert script.read_text().splitlines()[BREAK_LINE - 1].startswith("print(")
+    return script
+
+
+def _stop_inspect_continue(dap: Dap, start: str, arguments: dict, script: Path) -> None:
+    """What an editor does: start (attach or launch), set a breakpoint, stop there, read the
+    frame and its variables, continue."""
+    caps = dap.request("initialize", clientID="sqenv-test", adapterID="debugpy", pathFormat="path",
+                       linesStartAt1=True, columnsStartAt1=True)  # fmt: skip
+    assert caps.get("supportsConfigurationDoneRequest")
+    started = dap.send(start, **arguments)  # answered only after configurationDone
+    dap.event("initialized")
+    placed = dap.request("setBreakpoints", source={"path": str(script)}, breakpoints=[{"line": BREAK_LINE}])
+    assert [b["verified"] for b in placed["breakpoints"]] == [True]
+    dap.request("configurationDone")
+    dap.response(started)
+    stopped = dap.event("stopped")
+    assert stopped["reason"] == "breakpoint"
+    top = dap.request("stackTrace", threadId=stopped["threadId"])["stackFrames"][0]
+    # the debuggee runs the host's file: the frame names it at the path the editor opened
+    assert top["source"]["path"] == str(script) and top["line"] == BREAK_LINE
+    scopes = dap.request("scopes", frameId=top["id"])["scopes"]
+    ref = next(s["variablesReference"] for s in scopes if s["name"].lower() in ("locals", "globals"))
+    values = {v["name"]: v["value"] for v in dap.request("variables", variablesReference=ref)["variables"]}
+    assert values["total"] == "3" and values["words"] == "['alpha', 'beta', 'gamma']"
+    dap.request("continue", threadId=stopped["threadId"])
+
+
+def test_debugpy_listen_attach_breakpoint_variables_continue(editor_env: Path, user, place: Path) -> None:
+    """`python -m debugpy --listen` (VS Code's "Remote Attach", or a job on a compute node)."""
+    script = _debuggee(place)
     port = _free_port()
     argv = [str(editor_env / "bin" / "python"), "-m", "debugpy", "--listen", f"127.0.0.1:{port}"]
     argv += ["--wait-for-client", str(script)]
@@ -195,29 +245,10 @@ def test_debugpy_attach_breakpoint_variables_continue(editor_env: Path, user, pl
     )
     try:
         with _connect(port, proc) as sock:
-            dap = Dap(sock)
-            caps = dap.request("initialize", clientID="sqenv-test", adapterID="debugpy", pathFormat="path",
-                               linesStartAt1=True, columnsStartAt1=True)  # fmt: skip
-            assert caps.get("supportsConfigurationDoneRequest")
-            attach = dap.send("attach", justMyCode=True)
-            dap.event("initialized")
-            placed = dap.request("setBreakpoints", source={"path": str(script)}, breakpoints=[{"line": BREAK_LINE}])
-            assert [b["verified"] for b in placed["breakpoints"]] == [True]
-            dap.request("configurationDone")
-            dap.response(attach)
-            stopped = dap.event("stopped")
-            assert stopped["reason"] == "breakpoint"
-            frames = dap.request("stackTrace", threadId=stopped["threadId"])["stackFrames"]
-            top = frames[0]
-            # the debuggee runs the host's file: the frame names it at the path the editor opened
-            assert top["source"]["path"] == str(script) and top["line"] == BREAK_LINE
-            scopes = dap.request("scopes", frameId=top["id"])["scopes"]
-            ref = next(s["variablesReference"] for s in scopes if s["name"].lower().startswith(("locals", "globals")))
-            values = {v["name"]: v["value"] for v in dap.request("variables", variablesReference=ref)["variables"]}
-            assert values["total"] == "3" and values["words"] == "['alpha', 'beta', 'gamma']"
-            dap.request("continue", threadId=stopped["threadId"])
+            dap = Dap.over_socket(sock)
+            _stop_inspect_continue(dap, "attach", {"justMyCode": True}, script)
             dap.event("terminated")  # attached, not launched: the exit code is the process's (below)
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=GUARD)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -225,3 +256,29 @@ def test_debugpy_attach_breakpoint_variables_continue(editor_env: Path, user, pl
     assert proc.returncode == 0, err
     result = json.loads(out.splitlines()[-1])
     assert result == {"total": 3, "file": str(script), "executable": str(editor_env / "bin" / "python")}
+
+
+def test_debugpy_adapter_launches_the_program_as_vscode_does(editor_env: Path, user, place: Path) -> None:
+    """F5 in VS Code: the adapter runs on the selected interpreter and talks over stdin/stdout;
+    `launch` names that interpreter as `python`, and the adapter starts the program with it."""
+    script = _debuggee(place)
+    python = str(editor_env / "bin" / "python")
+    proc = subprocess.Popen(
+        user.wrap([python, "-m", "debugpy.adapter"]), env=user.env(), cwd=place,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        dap = Dap.over_pipes(proc)
+        launch = {"program": str(script), "python": [python], "cwd": str(place), "console": "internalConsole"}
+        _stop_inspect_continue(dap, "launch", launch, script)
+        assert dap.event("exited")["exitCode"] == 0
+        dap.event("terminated")
+        stdout = [e["body"] for e in dap.events if e["event"] == "output" and e["body"]["category"] == "stdout"]
+        _, err = proc.communicate(timeout=GUARD)  # closes its stdin: the adapter ends
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    out = "".join(body["output"] for body in stdout)
+    assert json.loads(out) == {"total": 3, "file": str(script), "executable": python}
