@@ -12,7 +12,8 @@ install's launcher `PREFIX/bin/python`, as the ordinary test user.
   `PREFIX/bin/python -m debugpy --listen 127.0.0.1:PORT --wait-for-client script.py`; a minimal
   Debug Adapter Protocol client (below) attaches, sets a breakpoint, reads a variable, continues.
 
-One environment (debugpy, six) is built once for the module.
+One environment is built once for the module: six, then debugpy added by `sqenv update` (so the
+debugger runs from an update's layer, as it would for a user who adds it when needed).
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ BREAK_LINE = 7  # the `print` line of DEBUGGEE: `total` is set there
 def editor_env(user, shared_dir: Path) -> Path:
     need("mksquashfs")
     prefix = shared_dir / "editors-env"
-    ok(sqenv("create", prefix, "debugpy", "six", "--python", BASE_PYTHON, user=user))
+    ok(sqenv("create", prefix, "six", "--python", BASE_PYTHON, user=user))
+    ok(sqenv("update", prefix, "debugpy", user=user))  # as the README says: debugpy added later, a layer
+    assert len(json.loads(ok(sqenv("info", prefix, "--json", user=user)).stdout)["layers"]) == 2
     return prefix
 
 
