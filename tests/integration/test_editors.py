@@ -67,10 +67,14 @@ def editor_env(user, shared_dir: Path) -> Path:
     return prefix
 
 
-def _pyvenv_cfg(path: Path) -> dict[str, str]:
+def _pyvenv_cfg_text(text: str) -> dict[str, str]:
     """`key = value` lines, as VS Code's and PyCharm's venv detection read them."""
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
     return {key.strip().lower(): value.strip() for key, value in pairs}
+
+
+def _pyvenv_cfg(path: Path) -> dict[str, str]:
+    return _pyvenv_cfg_text(path.read_text())
 
 
 def test_interpreter_discovery_gives_a_path_an_editor_can_launch_again(editor_env: Path, user, place: Path) -> None:
@@ -88,10 +92,15 @@ def test_interpreter_discovery_gives_a_path_an_editor_can_launch_again(editor_en
     assert json.loads(ok(again).stdout) == info
     six = ok(run([info["executable"], "-c", "import six; print(six.__file__)"], user=user)).stdout.strip()
     assert six.startswith(f"{info['sysPrefix']}/lib/") and six.endswith("six.py")
-    # a venv to editors: pyvenv.cfg beside bin/ on the host, with the interpreter's version
-    cfg = _pyvenv_cfg(Path(info["executable"]).parent.parent / "pyvenv.cfg")
+    # a venv to editors: pyvenv.cfg beside bin/ on the host, with the interpreter's version; the
+    # image's own file but for uv's line (VS Code would then manage the install with uv, on the host)
+    host_cfg = Path(info["executable"]).parent.parent / "pyvenv.cfg"
+    cfg = _pyvenv_cfg(host_cfg)
     assert cfg["version_info"] == ".".join(map(str, info["versionInfo"][:3]))
-    assert cfg["include-system-site-packages"] == "false"
+    assert cfg["include-system-site-packages"] == "false" and "uv" not in cfg
+    read = "import sys; print(open(sys.prefix + '/pyvenv.cfg').read())"  # inside: the image's
+    image_cfg = _pyvenv_cfg_text(ok(run([info["executable"], "-c", read], user=user)).stdout)
+    assert "uv" in image_cfg and cfg == {k: v for k, v in image_cfg.items() if k != "uv"}
 
 
 def test_pip_list_json_lists_the_environment(editor_env: Path, user) -> None:

@@ -1,5 +1,6 @@
 """`PREFIX/pyvenv.cfg` for editors (publish/venvcfg.py): which installs get one, that it is the
-image's own file, and that an install holding it is still an sqenv install to `--force`."""
+image's own file (but for uv's line, which would make VS Code manage it with uv), and that an
+install holding it is still an sqenv install to `--force`."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ def _trees(tmp_path: Path) -> tuple[Path, Path]:
     return staging, out
 
 
-def test_a_pip_install_gets_the_images_pyvenv_cfg(tmp_path: Path) -> None:
+def test_a_pip_install_gets_the_images_pyvenv_cfg_without_uvs_line(tmp_path: Path) -> None:
     staging, out = _trees(tmp_path)
-    (staging / "pyvenv.cfg").write_text(CFG)
+    (staging / "pyvenv.cfg").write_text(CFG.replace("implementation", "uv = 0.13.9\nimplementation"))
     old = os.umask(0o077)
     try:
         assert venvcfg.write(staging, out, "pip") is True

@@ -11,6 +11,12 @@ interpreter. A copy of the image's file beside `bin/` fixes that. Python never r
 
 Only pip installs (a venv made at the image path) get one: a conda environment or a wrapped
 tree is not a venv, and a `pyvenv.cfg` would make editors treat it as one.
+
+The copy leaves out the `uv = VERSION` line uv writes: VS Code's native finder tags a venv with it
+as made by uv, and the Python Environments extension then always lists and installs its packages
+with `uv pip --python PREFIX/bin/python`, which reads and writes `PREFIX/lib` on the host instead
+of the image (an empty list; installs the environment never sees). Without it, the user's
+`python-envs.alwaysUseUv: false` makes the extension use `python -m pip`, which works.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ _MAX_SIZE = 64 << 10  # a pyvenv.cfg is a few lines; anything bigger is not one
 
 def write(staging: Path, install_dir: Path, kind: str) -> bool:
     """Copy the environment's `pyvenv.cfg` (at the root of `staging`, the image's tree) into
-    `install_dir`, atomically; True if one was written."""
+    `install_dir`, atomically and without its `uv` line; True if one was written."""
     if kind != "pip":
         return False
     source = staging / NAME
@@ -37,8 +43,10 @@ def write(staging: Path, install_dir: Path, kind: str) -> bool:
         return False
     if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_SIZE:
         return False  # a link or something else a post-install script left: not copied
+    lines = source.read_bytes().splitlines(keepends=True)
+    kept = [line for line in lines if line.partition(b"=")[0].strip().lower() != b"uv"]
     tmp = install_dir / f".{NAME}.new{os.getpid()}"
-    tmp.write_bytes(source.read_bytes())
+    tmp.write_bytes(b"".join(kept))
     adopt(install_dir, tmp)
     os.replace(tmp, install_dir / NAME)
     return True
