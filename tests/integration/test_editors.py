@@ -4,13 +4,13 @@ install's launcher `PREFIX/bin/python`, as the ordinary test user.
 - Interpreter discovery: editors run `python -I /their/own/script.py` (a script on the host,
   outside the image) and read one JSON object from stdout; `executable` must be a path the editor
   can launch again from outside the namespace, `sysPrefix` the install, and the install must look
-  like a venv on the host (`PREFIX/pyvenv.cfg`, which VS Code and PyCharm look for) so that opening
-  a folder that holds it lists it. The script here is our own, of the shape VS Code's
-  `interpreterInfo.py` has.
+  like a venv on the host (`PREFIX/pyvenv.cfg`, which VS Code and PyCharm look for beside `bin/`).
+  The script here is our own, of the shape VS Code's `interpreterInfo.py` has.
 - Package lists: `python -m pip list --format json`.
-- Debugging: the real debugpy from PyPI, installed into the environment and started as
-  `PREFIX/bin/python -m debugpy --listen 127.0.0.1:PORT --wait-for-client script.py`; a minimal
-  Debug Adapter Protocol client (below) attaches, sets a breakpoint, reads a variable, continues.
+- Debugging with the real debugpy from PyPI, installed into the environment, and a minimal Debug
+  Adapter Protocol client (below): `python -m debugpy --listen ... --wait-for-client script.py`
+  then attach, and VS Code's F5 (`python -m debugpy.adapter` over stdio, then launch); both set a
+  breakpoint in the host's script, read its frame and variables, and continue to the end.
 
 One environment is built once for the module: six, then debugpy added by `sqenv update` (so the
 debugger runs from an update's layer, as it would for a user who adds it when needed).
