@@ -20,7 +20,7 @@ from sqenv.inputs import BuildSpec
 from sqenv.launch import MOUNT_PATH
 from sqenv.launch.helper import enter_binary
 from sqenv.pack import Image, pack
-from sqenv.publish import activation, launchers, metadata, modes
+from sqenv.publish import activation, launchers, metadata, modes, venvcfg
 from sqenv.publish.layout import Install, image_name
 from sqenv.publish.modes import adopt, file_mode
 from sqenv.publish.parents import parent_dirs
@@ -230,6 +230,7 @@ def _build_into(
         place_base_image(spec, out, launch, result, ui)
     launchers.write(install, layers, names, activate=result.activate, options=launch)
     activation.write(out, spec.prefix.absolute(), spec.kind)
+    venvcfg.write(staging, out, spec.kind)  # editors: a venv on the host too
     record = version_record(1, spec, result, [image] if image else [], layers, names, "create", launch)
     if not result.packs:
         record.update(images=[container_record(placed, ui)], container=placed.name)

@@ -5,8 +5,9 @@
     PREFIX/sqenv-enter     the namespace helper
     PREFIX/sqenv.json      metadata: inputs, lock, history
     PREFIX/vN-ID.sqfs      the image (one per version kept, layers for updates)
+    PREFIX/pyvenv.cfg      pip installs: the image's, for editors (see venvcfg.py)
 
-That is programs + 5 entries on the parallel file system, whatever the
+That is programs + 5 entries (6 with pyvenv.cfg) on the parallel file system, whatever the
 environment holds inside.
 """
 

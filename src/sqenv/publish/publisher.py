@@ -43,7 +43,7 @@ _AT_FDCWD = -100
 _LAUNCHER_HEAD = "#!/bin/sh\n# Launcher written by sqenv"
 _IMAGE = re.compile(r"v\d+-[0-9a-f]+\.sqfs")
 _SQENV_TEMPS = (".sqenv-update-", ".sqenv.json.", ".container.sif.new")
-_SQENV_FILES = ("sqenv-enter", "container.sif")
+_SQENV_FILES = ("sqenv-enter", "container.sif", "pyvenv.cfg")
 
 
 def _owner(path: Path) -> str:
@@ -111,7 +111,7 @@ def foreign_entries(prefix: Path) -> list[str]:
 
     An install is recognised by its `sqenv.json` and `launcher` as sqenv
     writes them; besides those it may hold only sqenv-enter, images,
-    container.sif, `bin/` of symlinks to ../launcher and the activation scripts, and sqenv's temp files."""
+    container.sif, pyvenv.cfg, `bin/` of symlinks to ../launcher and the activation scripts, and sqenv's temp files."""
     names = sorted(os.listdir(prefix))
     if not names:
         return []
