@@ -230,7 +230,8 @@ def _build_into(
         place_base_image(spec, out, launch, result, ui)
     launchers.write(install, layers, names, activate=result.activate, options=launch)
     activation.write(out, spec.prefix.absolute(), spec.kind)
-    venvcfg.write(staging, out, spec.kind)  # editors: a venv on the host too
+    if venvcfg.write(staging, out, spec.kind):  # editors: a venv on the host too
+        venvcfg.guard_lib(out)  # ... whose host `lib` takes no packages
     record = version_record(1, spec, result, [image] if image else [], layers, names, "create", launch)
     if not result.packs:
         record.update(images=[container_record(placed, ui)], container=placed.name)

@@ -115,6 +115,19 @@ def test_pip_list_json_lists_the_environment(editor_env: Path, user) -> None:
     assert refused.returncode != 0 and f"sqenv update {editor_env}" in refused.stderr
 
 
+def test_uv_pip_install_with_the_install_python_writes_nothing_on_the_host(editor_env: Path, user) -> None:
+    """uv takes the interpreter's word for where packages go (PREFIX/lib/...); on the host that is
+    the install's empty read-only `lib`, so the install fails instead of landing where the
+    environment never looks."""
+    from uv import find_uv_bin
+
+    lib = editor_env / "lib"
+    assert lib.is_dir() and not any(lib.iterdir()) and (lib.stat().st_mode & 0o777) == 0o555
+    proc = run([find_uv_bin(), "pip", "install", "--python", str(editor_env / "bin" / "python"), "idna"], user=user)
+    assert proc.returncode != 0 and "Permission denied" in proc.stderr, proc.stderr
+    assert not any(lib.iterdir())
+
+
 # ------------------------------------------------------------------ Debug Adapter Protocol
 
 GUARD = 120  # seconds before a silent adapter fails the test instead of hanging the suite (not a measurement)

@@ -6,8 +6,9 @@
     PREFIX/sqenv.json      metadata: inputs, lock, history
     PREFIX/vN-ID.sqfs      the image (one per version kept, layers for updates)
     PREFIX/pyvenv.cfg      pip installs: the image's, for editors (see venvcfg.py)
+    PREFIX/lib/            pip installs: empty and read-only, so tools write no packages there
 
-That is programs + 5 entries (6 with pyvenv.cfg) on the parallel file system, whatever the
+That is programs + 5 entries (7 for pip installs) on the parallel file system, whatever the
 environment holds inside.
 """
 

@@ -110,8 +110,9 @@ def foreign_entries(prefix: Path) -> list[str]:
     """What in `prefix` sqenv did not write (empty: an sqenv install, or an empty directory).
 
     An install is recognised by its `sqenv.json` and `launcher` as sqenv
-    writes them; besides those it may hold only sqenv-enter, images,
-    container.sif, pyvenv.cfg, `bin/` of symlinks to ../launcher and the activation scripts, and sqenv's temp files."""
+    writes them; besides those it may hold only sqenv-enter, images, container.sif, pyvenv.cfg,
+    an empty `lib/`, `bin/` of symlinks to ../launcher and the activation scripts, and sqenv's
+    temp files."""
     names = sorted(os.listdir(prefix))
     if not names:
         return []
@@ -126,6 +127,8 @@ def foreign_entries(prefix: Path) -> list[str]:
         if stat.S_ISREG(st.st_mode) and (
             name in _SQENV_FILES or _IMAGE.fullmatch(name) or name.startswith(_SQENV_TEMPS)
         ):
+            continue
+        if name == "lib" and stat.S_ISDIR(st.st_mode) and not os.listdir(path):  # venvcfg.guard_lib
             continue
         if name == "bin" and stat.S_ISDIR(st.st_mode):
             strays = [e for e in os.listdir(path) if not _sqenv_bin_entry(path / e)]

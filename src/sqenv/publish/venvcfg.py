@@ -50,3 +50,17 @@ def write(staging: Path, install_dir: Path, kind: str) -> bool:
     adopt(install_dir, tmp)
     os.replace(tmp, install_dir / NAME)
     return True
+
+
+GUARD = "lib"
+
+
+def guard_lib(install_dir: Path) -> None:
+    """An empty, read-only `PREFIX/lib` on the host. Tools that take the interpreter's word for
+    where its packages go (`uv pip install --python PREFIX/bin/python`, an editor's package
+    panel) would otherwise create `PREFIX/lib/python3.X/site-packages` on the host, write
+    packages there the environment never sees (inside, the image covers PREFIX) and succeed; now
+    they fail with "Permission denied". Kept in the install, removed with it."""
+    path = install_dir / GUARD
+    path.mkdir(mode=0o555)
+    path.chmod(0o555)
