@@ -109,7 +109,9 @@ def _cpus(value: Any) -> dict[str, str]:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ENV_VALUE = re.compile(r"[^`\\\"]*")  # no backquote, backslash or double quote; `$(` checked apart
+_ENV_VALUE = re.compile(r"([^$`\"\\]|\$[A-Za-z_]\w*|\$\{[A-Za-z_]\w*\})*")
+"""Plain text and `$NAME`/`${NAME}`: no other expansion (`${X=...}` would set sqenv's own variables,
+`${X?}` stop every launch), no backquote, double quote or backslash."""
 
 
 def _profiles(value: Any) -> dict[str, dict]:
@@ -129,7 +131,7 @@ def _profiles(value: Any) -> dict[str, dict]:
         for key, text in env.items():
             if not _ENV_NAME.fullmatch(key) or key.startswith("SQENV_"):
                 raise ValueError(f"[profiles.{name}] env: `{key}` is not a variable name sqenv may set")
-            if not _ENV_VALUE.fullmatch(text) or "$(" in text:
+            if not _ENV_VALUE.fullmatch(text):
                 raise ValueError(f"[profiles.{name}] env {key}: only plain text and $VAR/${{VAR}} are allowed")
         out[name] = {"bind_paths": _paths(table.get("bind_paths", [])), "env": dict(env)}
     return out

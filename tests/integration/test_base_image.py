@@ -12,12 +12,15 @@ import hashlib
 import json
 import pwd
 import shutil
+import signal
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apptainer import Apptainer, run_as  # tests/infra
+from apptainer import Apptainer, env_for, run_as  # tests/infra
 
 from support import SQENV, need, owned_dir
 
@@ -245,3 +248,117 @@ def test_from_a_layer_rebuilds_it_on_its_image_and_a_python_mismatch_is_refused(
     assert proc.returncode == 2, proc.stderr
     assert "the lock was made with Python 3.12.7" in proc.stderr and "is Python 3.11.2" in proc.stderr
     assert not (work / "mismatch").exists()
+
+
+def test_an_interrupted_layer_build_leaves_no_container_process(app, user, vendor, work) -> None:
+    """SIGTERM while a command runs in the container: Apptainer gets the time to unmount its image
+    (its FUSE server is in another process group, which a plain SIGKILL of the tool's group leaves
+    running), and nothing of the build stays."""
+    started = work / "started"
+    script = work / "slow.sh"
+    script.write_text(f"touch {started}\nsleep 120\n")
+    prefix = work / "interrupted"
+    argv = [*SQENV, "create", prefix, "--base-image", vendor, "six", "--pre-install", script]
+    env = env_for({"SQENV_APPTAINER_HOST_DIRS": HOST_DIRS})
+    with app.popen([str(a) for a in argv], user=user, cwd="/var/tmp", env=env, text=True,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:  # fmt: skip
+        for _ in range(600):
+            if started.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert started.exists(), proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "interrupted" in err and "Traceback" not in err, err
+    uid = pwd.getpwnam(user).pw_uid
+    for _ in range(50):
+        left = [
+            p for p in Path("/proc").iterdir() if p.name.isdigit() and owned_by(p, uid) and "squashfuse" in cmdline(p)
+        ]
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, [cmdline(p) for p in left]
+    assert not prefix.exists()
+
+
+def owned_by(proc: Path, uid: int) -> bool:
+    try:
+        return proc.stat().st_uid == uid
+    except OSError:
+        return False
+
+
+def cmdline(proc: Path) -> str:
+    try:
+        return proc.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- what a second user must not do
+def test_a_referenced_image_is_recorded_by_its_real_path(app, user, vendor, work) -> None:
+    """A symlink (or `..`) in `--base-image-ref` is resolved once, checked, and recorded: launches
+    do not follow a link someone could move later."""
+    link = work / "current.sif"
+    link.symlink_to(vendor)
+    prefix = work / "by-link"
+    ok(run(app, user, [*SQENV, "create", prefix, "--base-image", link, "--base-image-ref", "six", "-q"]))
+    assert f"SQENV_CONTAINER={vendor.resolve()}" in (prefix / "launcher").read_text()
+    info = json.loads(ok(run(app, user, [*SQENV, "info", prefix, "--json", "--verify"])).stdout)
+    assert info["base_image"]["path"] == str(vendor.resolve()) and info["verified"]
+
+
+def test_an_image_others_can_write_is_copied_not_linked(app, user, vendor, work) -> None:
+    shared = work / "shared.sif"
+    shutil.copyfile(vendor, shared)
+    shared.chmod(0o666)
+    prefix = work / "copied"
+    ok(run(app, user, [*SQENV, "create", prefix, "--base-image", shared, "six", "-q"]))
+    assert (prefix / "container.sif").stat().st_ino != shared.stat().st_ino
+    shared.write_bytes(b"changed by someone else\n")
+    info = json.loads(ok(run(app, user, [*SQENV, "info", prefix, "--json", "--verify"])).stdout)
+    assert info["verified"]
+
+
+def test_update_refuses_a_build_directory_everyone_can_write(app, user, layer, work) -> None:
+    open_dir = Path(tempfile.mkdtemp(prefix="sqenv-ww-", dir="/var/tmp"))
+    try:
+        open_dir.chmod(0o777)  # not sticky: another user could swap the build tree
+        proc = run(app, user, [*SQENV, "update", layer, "idna"], env={"SQENV_BUILD_DIR": str(open_dir)})
+        assert proc.returncode == 2 and "is not safe to build in" in proc.stderr, proc.stderr
+        assert list(open_dir.iterdir()) == []
+    finally:
+        shutil.rmtree(open_dir, ignore_errors=True)
+
+
+def test_a_uv_cache_another_user_made_is_refused(app, user, vendor, work) -> None:
+    planted = Path(tempfile.mkdtemp(prefix="sqenv-uv-cache-", dir="/var/tmp"))  # root's, 0777: not the user's
+    try:
+        planted.chmod(0o777)
+        proc = run(app, user, [*SQENV, "create", work / "cache", "--base-image", vendor, "six"],
+                   env={"UV_CACHE_DIR": str(planted)})  # fmt: skip
+        assert proc.returncode == 2 and "uv's cache" in proc.stderr and "not safe" in proc.stderr, proc.stderr
+        assert not (work / "cache").exists()
+    finally:
+        shutil.rmtree(planted, ignore_errors=True)
+
+
+def test_the_user_site_is_not_taken_for_the_image(app, user, vendor, work) -> None:
+    """six in ~/.local (the user's own site) is not a package of the image: the layer gets its own."""
+    home = Path(pwd.getpwnam(user).pw_dir)
+    site = home / ".local" / "lib" / "python3.11" / "site-packages"
+    made = not site.exists()
+    try:
+        ok(run(app, user, ["mkdir", "-p", site]))
+        dist = site / "six-1.0.dist-info"
+        make = f"mkdir {dist} && printf 'Name: six\\nVersion: 1.0\\n' > {dist}/METADATA"
+        ok(run(app, user, ["sh", "-c", make]))
+        prefix = work / "user-site"
+        ok(run(app, user, [*SQENV, "create", prefix, "--base-image", vendor, "six", "-q"]))
+        info = json.loads(ok(run(app, user, [*SQENV, "info", prefix, "--json"])).stdout)
+        assert "six" in {p["name"].lower() for p in info["packages"]}
+    finally:
+        shutil.rmtree(site / "six-1.0.dist-info", ignore_errors=True)
+        if made:
+            shutil.rmtree(home / ".local", ignore_errors=True)

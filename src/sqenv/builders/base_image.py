@@ -78,7 +78,10 @@ def check_ref(image: Path) -> None:
     me = os.geteuid()
     path = Path(os.path.realpath(image))
     for part in (path, *path.parents):
-        st = part.stat()
+        try:
+            st = part.stat()
+        except OSError as exc:
+            raise InputError(f"cannot check `{part}` (`--base-image-ref {image}`): {exc.strerror}") from None
         sticky = part.is_dir() and st.st_mode & 0o1000
         if st.st_uid not in (0, me) or (st.st_mode & 0o022 and not sticky):
             raise InputError(f"`--base-image-ref {image}`: `{part}` can be changed by other users, and every launch "
@@ -97,8 +100,10 @@ def bindable(path: Path | str, what: str) -> str:
 
 def container_run(image: Path, *, workdir: Path, cwd: Path, inputs: Iterable[Path], cache: str | None,
                   uv_host: str | None) -> ContainerRun:  # fmt: skip
-    """The `ContainerRun` of one build: only the host paths it needs are bound (the container's
-    own /opt, /usr stay as they are)."""
+    """The `ContainerRun` of one build: the host paths it needs are bound at their own paths, on
+    top of what Apptainer binds itself ($HOME, /tmp, /var/tmp); the container's own /opt, /usr
+    stay as they are. (The image runs with the user's rights, here as at every launch: choose
+    images you trust.)"""
     from sqenv.builders.sif import runtime
 
     wanted = [workdir, cwd, *(p.parent for p in inputs)]
@@ -128,7 +133,8 @@ def find_python(run: ContainerRun, requested: str | None) -> tuple[str, dict]:
     if requested and not requested.startswith("/"):
         raise InputError(f"`--python {requested}` must be an absolute path inside the base image",
                          "e.g. `--python /opt/conda/bin/python3`, or leave it out for the image's python3")  # fmt: skip
-    argv = [*run.argv(cwd=Path("/")), "/bin/sh", "-c", 'exec "$0" -c "$1"', name, _PY_INFO]
+    # -s: the user's own ~/.local packages are not the image's (nor are they in the layer)
+    argv = [*run.argv(cwd=Path("/")), "/bin/sh", "-c", 'exec "$0" -s -c "$1"', name, _PY_INFO]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -152,7 +158,7 @@ def find_python(run: ContainerRun, requested: str | None) -> tuple[str, dict]:
 
 def base_packages(run: ContainerRun, python: str) -> list[tuple[str, str]]:
     """(name, version) of every distribution the container's Python sees."""
-    argv = [*run.argv(cwd=Path("/")), python, "-c", snippets.text("base_image_dists.py")]
+    argv = [*run.argv(cwd=Path("/")), python, "-s", "-c", snippets.text("base_image_dists.py")]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     try:
         pairs = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -160,6 +166,16 @@ def base_packages(run: ContainerRun, python: str) -> list[tuple[str, str]]:
         tail = "\n".join("  | " + x for x in proc.stderr.strip().splitlines()[-5:])
         raise BuildError(f"cannot list the packages of `{run.image.name}` with {python}", details=tail) from None
     return [(str(n), str(v)) for n, v in pairs]
+
+
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")  # PEP 508
+_VERSION = re.compile(r"[A-Za-z0-9+!_-]+(\.[A-Za-z0-9+!_-]+)*")  # no `/`, no `..`
+
+
+def drop_stubs(stubs: dict[str, Path]) -> None:
+    """Remove what is left of the stubs (a failed install)."""
+    for stub in stubs.values():
+        shutil.rmtree(stub, ignore_errors=True)
 
 
 def _stub_dir(site: Path, name: str, version: str) -> Path:
@@ -173,8 +189,8 @@ def write_stubs(site: Path, packages: list[tuple[str, str]]) -> dict[str, Path]:
     stubs: dict[str, Path] = {}
     for name, version in packages:
         key = canonicalize_name(name)
-        if key in own or key in stubs:
-            continue
+        if key in own or key in stubs or not (_NAME.fullmatch(name) and _VERSION.fullmatch(version)):
+            continue  # (a name or version no installer accepts would not be a path in site-packages)
         stub = _stub_dir(site, name, version)
         stub.mkdir()
         (stub / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")

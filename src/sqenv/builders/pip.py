@@ -107,7 +107,11 @@ def _install(ctx: BuildContext, argv: list[str], base_python: str | None, packag
         return
     pairs = base_image.base_packages(ctx.container, base_python)
     stubs = base_image.write_stubs(site, pairs)
-    uv(ctx, argv, "installing packages")
+    try:
+        uv(ctx, argv, "installing packages")
+    except BaseException:
+        base_image.drop_stubs(stubs)
+        raise
     versions = {canonicalize_name(n): v for n, v in pairs}
     base_image.remove_stubs(site, stubs, base_image.named_packages(packages, files), versions)
 

@@ -101,6 +101,11 @@ def add_container(install_dir: Path, image: Path, ui: UI) -> Path:
     tmp = install_dir / f".{CONTAINER}.new"
     tmp.unlink(missing_ok=True)
     try:
+        # a hard link shares the file: only when nobody else can write to it (else they could change
+        # what the install runs, checksum and all); a copy otherwise
+        st = os.stat(image)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise PermissionError
         os.link(image, tmp)
         ui.detail(f"hard-linked {image} into the install")
     except OSError:

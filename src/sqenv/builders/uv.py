@@ -9,6 +9,7 @@ from uv import find_uv_bin
 
 from sqenv.builders.base import BuildContext
 from sqenv.builders.base_image import UV_INSIDE
+from sqenv.builders.workdir import check_cache_dir
 from sqenv.inputs.cpu import compiler_flag
 from sqenv.tools.diagnose import classify_uv
 from sqenv.tools.progress import UvProgress, built_from_source
@@ -31,8 +32,10 @@ def uv(ctx: BuildContext, argv: list[str], what: str) -> str:
         argv = [*argv[:2], "-v", *ctx.spec.index.uv_args(exe), *argv[2:]]
         progress = UvProgress()
         env.update(target_env(ctx.spec.target_cpu, ctx.spec.optimize_sdists))
+    cache = env.get("UV_CACHE_DIR") or default_cache_dir()
+    check_cache_dir(Path(cache), "uv's cache", "set UV_CACHE_DIR to a directory of yours that others cannot write to")
     if ctx.container is not None:  # a layer on a base image: uv runs inside it (builders/base_image)
-        env.setdefault("UV_CACHE_DIR", default_cache_dir())
+        env.setdefault("UV_CACHE_DIR", cache)
     output = ctx.run([UV_INSIDE if ctx.container else exe, *argv], what=what, env=env, progress=progress,
                      classify=lambda output, code: classify_uv(output, code, "uv"))  # fmt: skip
     if installing and ctx.spec.target_cpu:

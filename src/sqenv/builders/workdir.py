@@ -91,18 +91,46 @@ def _unsafe(path: Path) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def workdir(requested: Path | None) -> Iterator[Path]:
+def safe_base(requested: Path | None) -> Path:
+    """The build directory (made if missing, 0700), resolved and checked (`_unsafe`): what create
+    and update build under."""
     base = base_dir(requested)
     try:
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
         base = Path(os.path.realpath(base))
         problem = _unsafe(base)
-        if problem:
-            raise InputError(
-                f"the build directory `{base}` is not safe to build in: {problem}",
-                "pass `--build-dir DIR` (or set SQENV_BUILD_DIR) to a directory of yours that others cannot write to",
-            )
+    except OSError as exc:
+        raise InputError(
+            f"cannot use the build directory `{base}`: {exc.strerror}",
+            "pass `--build-dir DIR` or set SQENV_BUILD_DIR to a writable directory",
+        ) from None
+    if problem:
+        raise InputError(
+            f"the build directory `{base}` is not safe to build in: {problem}",
+            "pass `--build-dir DIR` (or set SQENV_BUILD_DIR) to a directory of yours that others cannot write to",
+        )
+    return base
+
+
+def check_cache_dir(path: Path, what: str, hint: str) -> Path:
+    """A directory sqenv takes packages from (uv's cache, conda's package cache): made 0700 if
+    missing; else it must pass `_unsafe` like the build directory (a cache another user planted
+    or can write to is their code in the image)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        real = Path(os.path.realpath(path))
+        problem = _unsafe(real)
+    except OSError as exc:
+        raise InputError(f"cannot use {what} `{path}`: {exc.strerror}", hint) from None
+    if problem:
+        raise InputError(f"{what} `{path}` is not safe to use: {problem}", hint)
+    return real
+
+
+@contextlib.contextmanager
+def workdir(requested: Path | None) -> Iterator[Path]:
+    base = safe_base(requested)
+    try:
         sweep(base)
         path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
     except OSError as exc:

@@ -9,6 +9,7 @@ front ends (Tykky's and cotainr's commands) make requests the same way.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -119,7 +120,8 @@ def common(request: CreateRequest) -> dict:
         "target_cpu": request.target_cpu,
         "optimize_sdists": request.optimize_sdists,  # conda: for the `pip:` part's sdists
         "engine": request.engine,
-        "base_image": request.base_image.absolute() if request.base_image else None,
+        # a referenced image by its real path: what was checked is what launches run (check_ref)
+        "base_image": base_image_path(request),
         "base_image_ref": request.base_image_ref,
         "profile": request.profile,
         "compression_level": request.compression_level,
@@ -127,6 +129,12 @@ def common(request: CreateRequest) -> dict:
         "force": request.force,
         "build_dir": request.build_dir,
     }
+
+
+def base_image_path(request: CreateRequest) -> Path | None:
+    if request.base_image is None:
+        return None
+    return Path(os.path.realpath(request.base_image)) if request.base_image_ref else request.base_image.absolute()
 
 
 def pip_spec(request: CreateRequest) -> BuildSpec:

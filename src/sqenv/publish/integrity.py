@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqenv.errors import SqenvError
 from sqenv.pack.squashfs import sha256_of
@@ -54,4 +55,24 @@ def image_problems(install: Install, *, checksums: bool = True) -> list[Problem]
             found.append(Problem(f"`{path}` is missing: launches of this install fail", _fix(install)))
         elif checksums and known.get(name) and sha256_of(path) != known[name]:
             found.append(Problem(f"`{path}`: checksum mismatch (the file is damaged or was replaced)", _fix(install)))
-    return found
+    return found + base_image_problems(install, checksums=checksums)
+
+
+def base_image_problems(install: Install, *, checksums: bool) -> list[Problem]:
+    """A layer on a base image (`create --base-image`): the container launches run it in, the
+    copy in the install or the referenced one, is there and (checksums) is the one built on."""
+    try:
+        version = metadata.current(metadata.load(install.metadata))
+    except SqenvError:
+        return []
+    base = version.get("base_image")
+    if not base:
+        return []
+    path = install.prefix / "container.sif" if not base.get("referenced") else None
+    path = path or Path(base["path"])
+    fix = "put the image built on back, or rebuild the layer on another one (`sqenv create --force`)"
+    if not path.is_file():
+        return [Problem(f"the base image `{path}` is missing: launches of this install fail", fix)]
+    if checksums and base.get("sha256") and sha256_of(path) != base["sha256"]:
+        return [Problem(f"the base image `{path}`: checksum mismatch (not the image the layer was built on)", fix)]
+    return []

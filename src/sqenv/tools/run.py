@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -83,9 +84,7 @@ def run(
                 _take(ui, line, fh, out, progress, stream)
             code = proc.wait()
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stop(proc)
         raise
     finally:
         if proc.stdout is not None:
@@ -101,6 +100,36 @@ def run(
         chosen = hint if diag.kind == "failed" and hint else diag.hint
         raise error(diag.headline, chosen, details(diag.explanation, log))
     return text
+
+
+STOP_GRACE = 10.0
+"""Seconds an interrupted tool gets to clean up after SIGTERM (Apptainer unmounts its image, whose
+FUSE server lives in another process group) before its group is SIGKILLed."""
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop an interrupted tool and its process group: SIGTERM, a grace period until the whole
+    group is gone (the tool may exit first and its helpers still be cleaning up), then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not _group_alive(proc.pid):
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member that changed its uid: still there
+        return True
+    return True
 
 
 def _take(ui: UI, line: str, fh, out: list[str], progress: Progress | None, stream: str | None) -> None:

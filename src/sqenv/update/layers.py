@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqenv.builders.workdir import base_dir
+from sqenv.builders.workdir import safe_base
 from sqenv.errors import InputError, PackError, PrefixError, ToolMissing
 from sqenv.launch import IMAGE_MARKER
 from sqenv.launch.helper import enter_binary
@@ -85,11 +85,10 @@ def own_namespace() -> None:
 @contextlib.contextmanager
 def update_workdir(requested: Path | None) -> Iterator[Path]:
     """`sqenv-update-HOST-PID-*` in the build directory; ones of dead updates on this host are swept."""
-    base = base_dir(requested)
+    base = safe_base(requested)  # as for create: a directory others could swap our tree in is refused
     stem = f"sqenv-update-{socket.gethostname()}-"
     sweep_update_dirs(base)
     try:
-        base.mkdir(parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(prefix=f"{stem}{os.getpid()}-", dir=base))
     except OSError as exc:
         raise InputError(

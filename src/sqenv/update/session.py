@@ -162,7 +162,7 @@ def session(prefix: Path, ui: UI, options: Options, change: Change) -> Iterator[
     if not on_container:
         layers.own_namespace()
     with versions.shared_umask(), versions.locked(install, ui):
-        workdir.sweep(workdir.base_dir(options.build_dir))  # build trees of killed creates
+        workdir.sweep(workdir.safe_base(options.build_dir))  # build trees of killed creates
         data = versions.repair(install, ui)
         base = versions.by_number(data, data["current"])
         change = replace(change, base=base)
@@ -185,7 +185,7 @@ def _unpacked(install: Install, base: dict, work: Path, ctx: BuildContext, chang
     """The current layer unpacked into the staging directory; how to run commands in its container."""
     from uv import find_uv_bin
 
-    from sqenv.builders.base_image import container_run
+    from sqenv.builders.base_image import check_ref, container_run
     from sqenv.builders.uv import default_cache_dir
     from sqenv.tools.run import run
 
@@ -196,6 +196,8 @@ def _unpacked(install: Install, base: dict, work: Path, ctx: BuildContext, chang
     if not image.is_file():
         raise PrefixError(f"the base image `{image}` of {install.prefix} is missing",
                           "restore it, or rebuild the environment with `sqenv create --force`")  # fmt: skip
+    if base["launch"].get("container"):  # referenced: still only yours or root's to change
+        check_ref(image)
     with ctx.ui.phase("Unpacking the current layer"):
         run(ctx.ui, ["unsquashfs", "-no-xattrs", "-d", str(ctx.staging), str(install.image(base["layers"][0]))],
             log=ctx.log, error=PackError, what="unpacking the current layer")  # fmt: skip

@@ -32,6 +32,7 @@ from sqenv.builders.conda.activation import (
 )
 from sqenv.builders.conda.target import target_record
 from sqenv.builders.uv import uv
+from sqenv.builders.workdir import check_cache_dir
 from sqenv.errors import BuildError, InputError, SqenvError
 from sqenv.inputs.conda import (
     DEFAULT_ALIAS,
@@ -134,12 +135,9 @@ def call_worker(ctx: BuildContext, op: str, request: dict, what: str, *, inside:
 def common(ctx: BuildContext) -> dict:
     conda = ctx.spec.conda
     pkgs = Path(conda.cache_dir or Path.home() / ".cache" / "sqenv" / "pkgs")
-    try:
-        pkgs.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"cannot use the package cache `{pkgs}`: {exc.strerror}", "pass `--pkgs-dir DIR` or set SQENV_PKGS_DIR"
-        ) from None
+    pkgs = check_cache_dir(
+        pkgs, "the package cache", "pass `--pkgs-dir DIR` or set SQENV_PKGS_DIR to a directory of yours"
+    )
     return {
         "platform": host_platform(),
         "offline": conda.offline,
