@@ -76,7 +76,9 @@ def build_envs(rebuild: bool) -> None:
             cp = sh(cmd)
             if cp.returncode:
                 sys.exit(f"{' '.join(cmd)} failed:\n{cp.stderr}")
-    if rebuild or not (sq / "bin" / "python").exists():
+    launcher = sq / "launcher"
+    stageable = launcher.exists() and "\nsqenv_staged=\n" in launcher.read_text()
+    if rebuild or not (sq / "bin" / "python").exists() or not stageable:  # staged programs need a new launcher
         print(f"building {sq} ...", file=sys.stderr)
         cmd = [SQENV, "create", str(sq), *PACKAGES, "--python", BASE_PYTHON, "-q", "--force"]
         cp = sh(cmd)
@@ -101,7 +103,7 @@ def ensure_cluster(n: int, wait_s: float = 900) -> None:
         jobs = sh(["squeue", "-h", "-o", "%A"])
         if time.monotonic() > deadline:
             sys.exit(f"the shared Slurm has not node1..node{n} and stays busy with other jobs: try later")
-        if jobs.returncode == 0 and not jobs.stdout.strip():
+        if jobs.returncode != 0 or not jobs.stdout.strip():  # Slurm down, or up and idle: (re)start it
             env = dict(os.environ, SQENV_SLURM_NODES=str(n))
             cp = sh(["bash", str(ROOT / "tests" / "infra" / "slurm.sh"), "start"], env=env)
             if cp.returncode:
@@ -115,14 +117,13 @@ def slurmd_pid(node: str) -> int:
 
 
 def image_mounts(node: str) -> list[str]:
-    """The node's squashfuse mounts made by our (root's) launches."""
+    """The node's image mounts made by our (root's) launches: sqenv-enter's own FUSE server
+    (fstype `fuse`) or squashfuse_ll, in root's runtime directory."""
     out = []
     for line in Path(f"/proc/{slurmd_pid(node)}/mountinfo").read_text().splitlines():
         fields = line.split()
         mnt, fstype = fields[4], fields[fields.index("-") + 1]
-        if fstype.startswith("fuse") and "squashfuse" in fstype and mnt.startswith("/tmp/sqenv-0/"):
-            out.append(mnt)
-        elif fstype == "fuse.squashfuse_ll" and mnt.startswith("/tmp/sqenv-0/"):
+        if fstype in ("fuse", "fuse.squashfuse_ll", "fuse.squashfuse") and mnt.startswith("/tmp/sqenv-0/"):
             out.append(mnt)
     return out
 
@@ -152,13 +153,15 @@ def run_cell(mds: pfs.MDS, variant: str, nodes: int, rpn: int) -> dict:
     try:
         mds.stats(reset=True)
         alloc = ["-p", "multi", "-N", str(nodes), "-w", ",".join(names), "-n", str(nodes * rpn), "--overcommit"]
-        step = ["srun", "--chdir=/tmp", python, "-c", IMPORT]
+        step = ["srun", "--chdir=/tmp", python, "-c", IMPORT]  # staged: `python` from the staged bin
         stage_s = 0.0
         if variant == "staged":
+            # the node-local programs `sqenv stage` made, as a job script puts them first on PATH
             q = shlex.quote
             script = (
-                f"s0=$(date +%s.%N); {q(SQENV)} stage -q {q(str(prefix))} >&2 || exit 9; "
-                f"t0=$(date +%s.%N); {shlex.join(step)} || exit 8; t1=$(date +%s.%N); "
+                f"s0=$(date +%s.%N); bin=$({q(SQENV)} stage -q --print-path {q(str(prefix))}) || exit 9; "
+                f"PATH=$bin:$PATH; export PATH; "  # salloc runs this on the login node: no local check of $bin
+                f't0=$(date +%s.%N); {shlex.join(step[:2])} "$bin/python" -c {q(IMPORT)} || exit 8; t1=$(date +%s.%N); '
                 f'echo "TIMES $s0 $t0 $t1"; {q(SQENV)} stage -q --remove {q(str(prefix))} >&2 || true'
             )
             cp = sh(["salloc", "-Q", *alloc, "sh", "-c", script], env=job_env(), cwd="/tmp", timeout=3600)

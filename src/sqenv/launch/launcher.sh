@@ -22,11 +22,24 @@ sqenv_die() {
 if [ -n "${sqenv_staged-}" ]; then
     SQENV_PREFIX=$sqenv_staged
     sqenv_name=${0##*/}
+    # -nt: not POSIX, but in every Linux /bin/sh (dash, bash, busybox); one stat each, cached per node.
+    # shellcheck disable=SC3013
     if [ "$SQENV_PREFIX/launcher" -nt "$sqenv_staged_at/launcher" ] || [ ! -x "$sqenv_staged_at/sqenv-enter" ]; then
         [ "$sqenv_name" != launcher ] || exec "$SQENV_PREFIX/launcher" "$@"
         exec "$SQENV_PREFIX/bin/$sqenv_name" "$@"
     fi
     sqenv_enter=$sqenv_staged_at/sqenv-enter
+    # In the program, PATH names PREFIX/bin where it named the staged bin: there the image
+    # shows over PREFIX, so `python` in a subprocess is the environment's own, as without staging.
+    sqenv_path=:$PATH:
+    case $sqenv_path in
+        *":$sqenv_staged_at/bin:"*)
+            sqenv_path=${sqenv_path%%":$sqenv_staged_at/bin:"*}:$SQENV_PREFIX/bin:${sqenv_path#*":$sqenv_staged_at/bin:"}
+            sqenv_path=${sqenv_path#:}
+            PATH=${sqenv_path%:}
+            export PATH
+            ;;
+    esac
     if [ "$sqenv_name" = launcher ]; then
         [ "$#" -gt 0 ] || set -- "${SHELL:-/bin/sh}"
         sqenv_prog=$1
