@@ -23,11 +23,12 @@ if [ -n "${sqenv_staged-}" ]; then
     SQENV_PREFIX=$sqenv_staged
     sqenv_name=${0##*/}
     # -nt: not POSIX, but in every Linux /bin/sh (dash, bash, busybox); one stat each, cached per node.
-    # shellcheck disable=SC3013
+    # shellcheck disable=SC3013,SC2154 # sqenv_staged_at: set in the header (publish/launchers.py)
     if [ "$SQENV_PREFIX/launcher" -nt "$sqenv_staged_at/launcher" ] || [ ! -x "$sqenv_staged_at/sqenv-enter" ]; then
         [ "$sqenv_name" != launcher ] || exec "$SQENV_PREFIX/launcher" "$@"
         exec "$SQENV_PREFIX/bin/$sqenv_name" "$@"
     fi
+    # shellcheck disable=SC2034 # read by the engine (engines/embedded.sh)
     sqenv_enter=$sqenv_staged_at/sqenv-enter
     # In the program, PATH names PREFIX/bin where it named the staged bin: there the image
     # shows over PREFIX, so `python` in a subprocess is the environment's own, as without staging.
@@ -101,6 +102,7 @@ else
         # any other alias runs as the install's own program.
         [ -f "${sqenv_argv0%/*}/../pyvenv.cfg" ] || sqenv_argv0=$sqenv_prog
     fi
+    # shellcheck disable=SC2034 # read by the engine (engines/embedded.sh)
     sqenv_enter=$SQENV_PREFIX/sqenv-enter
 fi
 export SQENV_PREFIX
