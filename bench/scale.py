@@ -119,12 +119,16 @@ def slurmd_pid(node: str) -> int:
 def image_mounts(node: str) -> list[str]:
     """The node's image mounts made by our (root's) launches: sqenv-enter's own FUSE server
     (fstype `fuse`) or squashfuse_ll, in root's runtime directory."""
+    lines = [line.split() for line in Path(f"/proc/{slurmd_pid(node)}/mountinfo").read_text().splitlines()]
+    # only those on the node's visible /tmp (the last one mounted there): mounts that a restart
+    # of the node covered with a fresh /tmp are out of reach, and in no launch's way
+    tmp = [f[0] for f in lines if f[4] == "/tmp"]
     out = []
-    for line in Path(f"/proc/{slurmd_pid(node)}/mountinfo").read_text().splitlines():
-        fields = line.split()
+    for fields in lines:
         mnt, fstype = fields[4], fields[fields.index("-") + 1]
         if fstype in ("fuse", "fuse.squashfuse_ll", "fuse.squashfuse") and mnt.startswith("/tmp/sqenv-0/"):
-            out.append(mnt)
+            if not tmp or fields[1] == tmp[-1]:
+                out.append(mnt)
     return out
 
 
