@@ -13,7 +13,7 @@ import pytest
 
 from sqenv.publish.launchers import render
 from sqenv.slurm.stage import programs_key, staged_launcher
-from support import need, ok, run
+from support import need, ok, run, sqenv
 
 ENTER = '#!/bin/sh\nprintf \'%s\\n\' {who} "$PATH" "$@"\n'
 
@@ -104,3 +104,9 @@ def test_staged_launcher_is_shellcheck_clean(tmp_path: Path) -> None:
     (tmp_path / "launcher").write_text(text)
     proc = run(["shellcheck", "-s", "sh", str(tmp_path / "launcher")])
     assert proc.returncode == 0, proc.stdout
+
+
+def test_print_path_and_remove_together_is_one_clear_error(tmp_path: Path) -> None:
+    proc = sqenv("stage", tmp_path / "env", "--remove", "--print-path")
+    assert proc.returncode != 0 and proc.stdout == "", proc
+    assert "--remove and --print-path exclude each other" in proc.stderr and "Traceback" not in proc.stderr
