@@ -76,7 +76,9 @@ def build_envs(rebuild: bool) -> None:
             cp = sh(cmd)
             if cp.returncode:
                 sys.exit(f"{' '.join(cmd)} failed:\n{cp.stderr}")
-    if rebuild or not (sq / "bin" / "python").exists():
+    launcher = sq / "launcher"
+    stageable = launcher.exists() and "\nsqenv_staged=\n" in launcher.read_text()
+    if rebuild or not (sq / "bin" / "python").exists() or not stageable:  # staged programs need a new launcher
         print(f"building {sq} ...", file=sys.stderr)
         cmd = [SQENV, "create", str(sq), *PACKAGES, "--python", BASE_PYTHON, "-q", "--force"]
         cp = sh(cmd)
@@ -101,7 +103,7 @@ def ensure_cluster(n: int, wait_s: float = 900) -> None:
         jobs = sh(["squeue", "-h", "-o", "%A"])
         if time.monotonic() > deadline:
             sys.exit(f"the shared Slurm has not node1..node{n} and stays busy with other jobs: try later")
-        if jobs.returncode == 0 and not jobs.stdout.strip():
+        if jobs.returncode != 0 or not jobs.stdout.strip():  # Slurm down, or up and idle: (re)start it
             env = dict(os.environ, SQENV_SLURM_NODES=str(n))
             cp = sh(["bash", str(ROOT / "tests" / "infra" / "slurm.sh"), "start"], env=env)
             if cp.returncode:
@@ -115,15 +117,18 @@ def slurmd_pid(node: str) -> int:
 
 
 def image_mounts(node: str) -> list[str]:
-    """The node's squashfuse mounts made by our (root's) launches."""
+    """The node's image mounts made by our (root's) launches: sqenv-enter's own FUSE server
+    (fstype `fuse`) or squashfuse_ll, in root's runtime directory."""
+    lines = [line.split() for line in Path(f"/proc/{slurmd_pid(node)}/mountinfo").read_text().splitlines()]
+    # only those on the node's visible /tmp (the last one mounted there): mounts that a restart
+    # of the node covered with a fresh /tmp are out of reach, and in no launch's way
+    tmp = [f[0] for f in lines if f[4] == "/tmp"]
     out = []
-    for line in Path(f"/proc/{slurmd_pid(node)}/mountinfo").read_text().splitlines():
-        fields = line.split()
+    for fields in lines:
         mnt, fstype = fields[4], fields[fields.index("-") + 1]
-        if fstype.startswith("fuse") and "squashfuse" in fstype and mnt.startswith("/tmp/sqenv-0/"):
-            out.append(mnt)
-        elif fstype == "fuse.squashfuse_ll" and mnt.startswith("/tmp/sqenv-0/"):
-            out.append(mnt)
+        if fstype in ("fuse", "fuse.squashfuse_ll", "fuse.squashfuse") and mnt.startswith("/tmp/sqenv-0/"):
+            if not tmp or fields[1] == tmp[-1]:
+                out.append(mnt)
     return out
 
 
@@ -152,13 +157,15 @@ def run_cell(mds: pfs.MDS, variant: str, nodes: int, rpn: int) -> dict:
     try:
         mds.stats(reset=True)
         alloc = ["-p", "multi", "-N", str(nodes), "-w", ",".join(names), "-n", str(nodes * rpn), "--overcommit"]
-        step = ["srun", "--chdir=/tmp", python, "-c", IMPORT]
+        step = ["srun", "--chdir=/tmp", python, "-c", IMPORT]  # staged: `python` from the staged bin
         stage_s = 0.0
         if variant == "staged":
+            # the node-local programs `sqenv stage` made, as a job script puts them first on PATH
             q = shlex.quote
             script = (
-                f"s0=$(date +%s.%N); {q(SQENV)} stage -q {q(str(prefix))} >&2 || exit 9; "
-                f"t0=$(date +%s.%N); {shlex.join(step)} || exit 8; t1=$(date +%s.%N); "
+                f"s0=$(date +%s.%N); bin=$({q(SQENV)} stage -q --print-path {q(str(prefix))}) || exit 9; "
+                f"PATH=$bin:$PATH; export PATH; "  # salloc runs this on the login node: no local check of $bin
+                f't0=$(date +%s.%N); {shlex.join(step[:2])} "$bin/python" -c {q(IMPORT)} || exit 8; t1=$(date +%s.%N); '
                 f'echo "TIMES $s0 $t0 $t1"; {q(SQENV)} stage -q --remove {q(str(prefix))} >&2 || true'
             )
             cp = sh(["salloc", "-Q", *alloc, "sh", "-c", script], env=job_env(), cwd="/tmp", timeout=3600)
@@ -208,14 +215,18 @@ def fit(rows: list[dict]) -> tuple[float, float]:
     return (sxo * syy - syo * sxy) / det, (syo * sxx - sxo * sxy) / det
 
 
+def seconds(t: float) -> str:
+    return f"{t:,.2f} s" if t >= 1 else f"{t * 1e3:,.1f} ms"
+
+
 def model_lines(rows: list[dict], params: pfs.Params) -> list[str]:
     out = [
         f"Model: MDS of {params.threads} threads x {params.service_s * 1e6:.0f} us service, "
         f"RTT {params.rtt_s * 1e6:.0f} us = {params.capacity:,.0f} metadata ops/s",
         "",
         "| variant | ops per node | ops per rank | fit max error | 1,000 nodes x 128 ranks: ops | "
-        "MDS time (ops / capacity) | one rank's own round trips |",
-        "|---|---|---|---|---|---|---|",
+        "MDS time (ops / capacity) | below one MDS-second? | one rank's own round trips |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for variant in ("venv", "sqenv", "staged"):
         rs = [r for r in rows if r["variant"] == variant]
@@ -225,8 +236,8 @@ def model_lines(rows: list[dict], params: pfs.Params) -> list[str]:
         err = max(abs(a * r["nodes"] + b * r["ranks"] - r["mds_ops"]) / max(r["mds_ops"], 1) for r in rs)
         p = pfs.predict(a * 1000 + b * 128_000, 128_000, a + b, params)
         out.append(
-            f"| {variant} | {a:,.1f} | {b:,.1f} | {err:.1%} | {p['ops']:,.0f} | {p['drain_s']:,.2f} s | "
-            f"{p['chain_s']:.2f} s |"
+            f"| {variant} | {a:,.1f} | {b:,.1f} | {err:.1%} | {p['ops']:,.0f} | {seconds(p['drain_s'])} | "
+            f"{'yes' if p['drain_s'] < 1 else 'no'} | {seconds(p['chain_s'])} |"
         )
         if variant == "venv":  # the python-mpi-bcast anchor: import scipy, 24,576 ranks, 27 s
             q = pfs.predict(a * 1536 + b * 24_576, 24_576, a + b, params)
@@ -261,17 +272,27 @@ def plot(rows: list[dict], path: Path) -> None:
         print("matplotlib is not installed in this Python: no plot", file=sys.stderr)
         return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # one line per variant and ranks per node, against nodes: O(nodes) lines of one variant
+    # lie on each other, O(ranks) ones stand apart by the ranks per node
+    styles = {1: ("o", "-"), 8: ("s", "--"), 32: ("^", ":")}
     for variant, color in (("venv", "tab:red"), ("sqenv", "tab:blue"), ("staged", "tab:green")):
-        rs = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["ranks"])
-        if not rs:
-            continue
-        ax1.plot([r["ranks"] for r in rs], [max(r["mds_ops"], 0.8) for r in rs], "o-", color=color, label=variant)
-        ax2.plot([r["ranks"] for r in rs], [r["time_s"] for r in rs], "o-", color=color, label=variant)
-    ax1.set(xscale="log", yscale="log", xlabel="ranks (all nodes)", ylabel="metadata ops at the server per job")
-    ax2.set(xscale="log", xlabel="ranks (all nodes)", ylabel="time to last rank [s] (2 shared cores)")
+        for rpn in sorted({r["rpn"] for r in rows}):
+            rs = sorted((r for r in rows if r["variant"] == variant and r["rpn"] == rpn), key=lambda r: r["nodes"])
+            if not rs:
+                continue
+            marker, line = styles.get(rpn, ("x", "-."))
+            label = f"{variant}, {rpn}/node"
+            xs = [r["nodes"] for r in rs]
+            ax1.plot(xs, [max(r["mds_ops"], 0.8) for r in rs], marker + line, color=color, label=label)
+            ax2.plot(xs, [r["time_s"] for r in rs], marker + line, color=color, label=label)
+    ax1.set(xscale="log", yscale="log", xlabel="nodes", ylabel="metadata ops at the server per job")
+    ax2.set(xscale="log", xlabel="nodes", ylabel="time to last rank [s] (all ranks on 2 shared cores)")
     for ax in (ax1, ax2):
+        ax.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
+        ax.set_xticks([], minor=True)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+    ax1.set_ylim(top=ax1.get_ylim()[1] * 30)  # room for the legend above the lines
+    ax1.legend(fontsize=7, ncol=3, loc="upper left")
     ax1.set_title(IMPORT, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -348,6 +369,8 @@ def main() -> int:
                         f"({r['mds_ops'] / r['ranks']:8.1f}/rank)  read={r['bytes_read'] / 1e6:7.1f} MB",
                         flush=True,
                     )
+    order = {"venv": 0, "sqenv": 1, "staged": 2}
+    rows.sort(key=lambda r: (r["nodes"], r["rpn"], order.get(r["variant"], 3)))
     write_csv(rows, csv_path)
     lines = ["## Start-up at scale (simulated parallel file system)", "", *table(rows), "", *model_lines(rows, params)]
     (RESULTS / f"{a.out}.md").write_text("\n".join(lines) + "\n")

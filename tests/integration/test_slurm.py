@@ -404,10 +404,16 @@ def test_stage_copies_to_every_node_and_launchers_use_it(
     # The job stages, then hides the shared image: the launches can only use the staged copies.
     job = cluster.sbatch_wait(
         "set -e\n"
-        f"{STAGE} {prefix}\n"
+        f"bin=$({STAGE} --print-path {prefix})\n"
         f"mv {prefix}/{image} {prefix}/{image}.away\n"
         f"srun -n {2 * nodes} --overcommit {prefix}/bin/python -c "
         '\'import os, six; print("task", os.environ["SLURMD_NODENAME"], os.stat("/mnt/sqenv").st_dev)\'\n'
+        # the node-local programs: they need neither the shared image nor the shared helper
+        f"mv {prefix}/sqenv-enter {prefix}/sqenv-enter.away\n"
+        "PATH=$bin:$PATH srun -n " + str(2 * nodes) + " --overcommit python -c "
+        '\'import os, sys, six; print("staged", os.environ["SLURMD_NODENAME"], sys.executable, '
+        'os.environ["SQENV_PREFIX"], os.environ["PATH"].split(":")[0])\'\n'
+        f"mv {prefix}/sqenv-enter.away {prefix}/sqenv-enter\n"
         f"mv {prefix}/{image}.away {prefix}/{image}\n"
         f'srun -n {nodes} --ntasks-per-node=1 sh -c \'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "'
         ' | grep -o -- "--serve -t [0-9]* -U [^ ]* [^ ]*" | sort -u\'\n'
@@ -427,6 +433,10 @@ def test_stage_copies_to_every_node_and_launchers_use_it(
     tasks = [line.split() for line in job.stdout.splitlines() if line.startswith("task ")]
     assert len(tasks) == 2 * nodes, job.stdout
     assert len({t[1] for t in tasks}) == nodes, job.stdout  # every node ran tasks
+    staged_runs = [line.split() for line in job.stdout.splitlines() if line.startswith("staged ")]
+    assert len(staged_runs) == 2 * nodes and len({t[1] for t in staged_runs}) == nodes, job.stdout
+    # the install's own program and PREFIX, with the install's bin first on PATH, as from PREFIX/bin
+    assert {tuple(t[2:]) for t in staged_runs} == {(f"{prefix}/bin/python", str(prefix), f"{prefix}/bin")}, job.stdout
     staged = f"/tmp/sqenv-stage-{job.job_id}/{image}"
     # each node has its own daemon, mounting that node's own copy
     servers = [line for line in job.stdout.splitlines() if line.startswith(f"--serve -t {IDLE} ")]

@@ -7,10 +7,11 @@
 # forks; the checks that must be race-free are in the helper, not in sh.
 #
 # Engine interface (see engines/__init__.py): sqenv_<engine>_usable and
-# sqenv_<engine>_exec ARGS..., reading SQENV_PREFIX, sqenv_prog, sqenv_argv0.
+# sqenv_<engine>_exec ARGS..., reading SQENV_PREFIX, sqenv_prog, sqenv_argv0
+# and sqenv_enter (PREFIX/sqenv-enter, or its node-local copy after `sqenv stage`).
 
 sqenv_embedded_usable() {
-    [ -r /dev/fuse ] && [ -w /dev/fuse ] && [ -x "$SQENV_PREFIX/sqenv-enter" ] || return 1
+    [ -r /dev/fuse ] && [ -w /dev/fuse ] && [ -x "$sqenv_enter" ] || return 1
     read -r sqenv_userns </proc/sys/user/max_user_namespaces 2>/dev/null || return 0
     [ "$sqenv_userns" -gt 0 ]
 }
@@ -32,6 +33,8 @@ sqenv_embedded_exec() {
     esac
     [ "$SQENV_MOUNT_PATH" = /mnt/sqenv ] || set -- -m "$SQENV_MOUNT_PATH" "$@" # `sqenv wrap --mask`
     [ -z "${SQENV_CPU_LEVEL-}" ] || set -- -C "$SQENV_CPU_LEVEL" "$@" # built for a CPU (`--target-cpu`)
-    exec "$SQENV_PREFIX/sqenv-enter" -t "${SQENV_IDLE:-60}" -r "${SQENV_RUNTIME-}" -s "${SQENV_STAGE-}" \
+    # a staged copy (launcher.sh): the script the helper must not leak to the program is that copy
+    [ -z "${sqenv_staged-}" ] || set -- -L "$sqenv_staged_at/launcher" "$@"
+    exec "$sqenv_enter" -t "${SQENV_IDLE:-60}" -r "${SQENV_RUNTIME-}" -s "${SQENV_STAGE-}" \
         -p "$SQENV_PREFIX" "$@"
 }

@@ -139,6 +139,7 @@ def launcher_choice(enter_dir: Path, default: str, env: Mapping[str, str]) -> tu
     full = {
         **env,
         "SQENV_PREFIX": str(enter_dir),
+        "sqenv_enter": str(enter_dir / "sqenv-enter"),  # the body sets it before the engine section
         "SQENV_DEFAULT_ENGINE": default,
         "SQENV_ENGINES": " ".join(engines.ORDER),
     }

@@ -29,6 +29,8 @@
  *   -m PATH    show it at PATH instead of the fixed mount path (`sqenv wrap
  *              --mask`: a tree at its original place)
  *   -a ARGV0   argv[0] for PROG (default PROG)
+ *   -L SCRIPT  the launcher script that runs us (default PREFIX/launcher; a
+ *              node-local copy made by `sqenv stage`)
  *   -C LEVEL   refuse to run unless this CPU has x86-64 LEVEL (x86-64-v3 ...),
  *              in one line (see cpu.h); `--check-cpu LEVEL` only checks
  *   PROG       absolute path, or a name looked up in PATH
@@ -857,14 +859,17 @@ static void mount_images(char **images, int n, const char *idle, const char *rt_
  * 3..9 (and more) would see the launcher's descriptor in the program. That
  * can only happen when 3..9 are all open, so the common case costs one fcntl.
  */
-static void close_script_fd(const char *prefix)
+static void close_script_fd(const char *prefix, const char *launcher)
 {
     char path[PATH_MAX];
     struct stat script, st;
     for (int fd = 3; fd <= 9; fd++)
         if (fcntl(fd, F_GETFD) < 0)
             return;
-    snprintf(path, sizeof path, "%s/launcher", prefix);
+    if (launcher)
+        snprintf(path, sizeof path, "%s", launcher);
+    else
+        snprintf(path, sizeof path, "%s/launcher", prefix);
     if (stat(path, &script) != 0)
         return;
     DIR *d = opendir("/proc/self/fd");
@@ -884,7 +889,7 @@ static void close_script_fd(const char *prefix)
 
 int main(int argc, char **argv)
 {
-    char *layers[MAX_LAYERS], *images[MAX_LAYERS], *prefixes[MAX_PREFIXES], *argv0 = NULL, *upper = NULL,
+    char *layers[MAX_LAYERS], *images[MAX_LAYERS], *prefixes[MAX_PREFIXES], *argv0 = NULL, *upper = NULL, *script = NULL,
                                                                               *work = NULL;
     const char *idle = "60", *runtime = NULL, *stage = NULL;
     int nlayers = 0, nimages = 0, nprefixes = 0, writable = 0, opt;
@@ -906,7 +911,7 @@ int main(int argc, char **argv)
         check_cpu(argv[2], die);
         return 0;
     }
-    while ((opt = getopt(argc, argv, "+i:t:r:s:l:p:a:wu:W:m:C:")) != -1) {
+    while ((opt = getopt(argc, argv, "+i:t:r:s:l:L:p:a:wu:W:m:C:")) != -1) {
         switch (opt) {
         case 'C':
             errno = 0;
@@ -939,6 +944,9 @@ int main(int argc, char **argv)
         case 'a':
             argv0 = optarg;
             break;
+        case 'L':
+            script = optarg;
+            break;
         case 'w':
             writable = 1;
             break;
@@ -957,15 +965,15 @@ int main(int argc, char **argv)
             break;
         default:
             errno = 0;
-            die("usage: sqenv-enter [-i IMAGE]... [-t IDLE] [-r RUNTIME] [-s STAGE] [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-m PATH] [-a ARGV0] -- PROG [ARGS...]");
+            die("usage: sqenv-enter [-i IMAGE]... [-t IDLE] [-r RUNTIME] [-s STAGE] [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-L SCRIPT] [-m PATH] [-a ARGV0] -- PROG [ARGS...]");
         }
     }
     if (optind >= argc || nlayers + nimages == 0 || !upper != !work) {
         errno = 0;
-        die("usage: sqenv-enter [-i IMAGE]... [-t IDLE] [-r RUNTIME] [-s STAGE] [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-m PATH] [-a ARGV0] -- PROG [ARGS...]");
+        die("usage: sqenv-enter [-i IMAGE]... [-t IDLE] [-r RUNTIME] [-s STAGE] [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-L SCRIPT] [-m PATH] [-a ARGV0] -- PROG [ARGS...]");
     }
     if (nprefixes) /* before PREFIX is covered by the image */
-        close_script_fd(prefixes[0]);
+        close_script_fd(prefixes[0], script);
     if (nimages) {
         /* images first (top first), then any -l directories below them */
         if (nimages + nlayers > MAX_LAYERS)

@@ -21,6 +21,9 @@ from sqenv.publish.modes import adopt, make_dir
 
 _NOT_PROGRAMS = ("activate", "deactivate", "pydoc.bat")
 
+STAGED_LINES = "sqenv_staged=\nsqenv_staged_at="
+"""The last header lines; `sqenv stage` fills them in its node-local copy of the launcher."""
+
 
 def render(
     layers: list[str],
@@ -70,6 +73,8 @@ def render(
         *profile_lines(options.get("env") or {}),
         # a wrapped container runs only in its runtime, whatever SQENV_ENGINE or the config say
         *([f"SQENV_ENGINE={shlex.quote(options['only_engine'])}"] if options.get("only_engine") else []),
+        # set only in the node-local copy `sqenv stage` makes (slurm/stage.py): PREFIX and that copy's directory
+        STAGED_LINES,
         "",
     ]
     parts = ["\n".join(head)]
