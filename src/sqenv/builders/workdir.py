@@ -86,7 +86,9 @@ def _unsafe(path: Path) -> str | None:
             return f"`{where}` is writable by every user"
         if i == 0 and st.st_uid not in (me, 0):
             return f"it belongs to another user (uid {st.st_uid})"
-        if i == 0 and st.st_uid == 0 and st.st_mode & 0o022 and not sticky:
+        if i == 0 and st.st_uid == 0 != me and st.st_mode & 0o022 and not sticky:
+            # (root's: its group is not the user's. When we are uid 0 ourselves, as in the
+            # update's own user namespace, it is our own directory: its group is trusted)
             return "others may write to it"
     return None
 

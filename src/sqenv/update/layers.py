@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqenv.builders.workdir import safe_base
 from sqenv.errors import InputError, PackError, PrefixError, ToolMissing
 from sqenv.launch import IMAGE_MARKER
 from sqenv.launch.helper import enter_binary
@@ -83,9 +82,9 @@ def own_namespace() -> None:
 
 
 @contextlib.contextmanager
-def update_workdir(requested: Path | None) -> Iterator[Path]:
-    """`sqenv-update-HOST-PID-*` in the build directory; ones of dead updates on this host are swept."""
-    base = safe_base(requested)  # as for create: a directory others could swap our tree in is refused
+def update_workdir(base: Path) -> Iterator[Path]:
+    """`sqenv-update-HOST-PID-*` in the build directory `base` (checked like create's:
+    `workdir.safe_base`); ones of dead updates on this host are swept."""
     stem = f"sqenv-update-{socket.gethostname()}-"
     sweep_update_dirs(base)
     try:

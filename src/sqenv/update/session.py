@@ -159,15 +159,17 @@ def session(prefix: Path, ui: UI, options: Options, change: Change) -> Iterator[
     check_tools()
     install = Install.open(prefix)
     on_container = any(v.get("base_image") for v in metadata.load(install.metadata).get("versions", []))
+    # checked before our own user namespace, where root's files show as owned by "nobody"
+    base_dir = workdir.safe_base(options.build_dir)
     if not on_container:
         layers.own_namespace()
     with versions.shared_umask(), versions.locked(install, ui):
-        workdir.sweep(workdir.safe_base(options.build_dir))  # build trees of killed creates
+        workdir.sweep(base_dir)  # build trees of killed creates
         data = versions.repair(install, ui)
         base = versions.by_number(data, data["current"])
         change = replace(change, base=base)
         with contextlib.ExitStack() as stack:
-            work = stack.enter_context(layers.update_workdir(options.build_dir))
+            work = stack.enter_context(layers.update_workdir(base_dir))
             ctx = _context(install, data["kind"], work, ui, change, options)
             if on_container:
                 ctx = replace(ctx, container=_unpacked(install, base, work, ctx, change))
