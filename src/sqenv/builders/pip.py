@@ -13,9 +13,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sqenv.builders import shims
+from sqenv.builders import bytecode, shims
 from sqenv.builders.base import BuildContext, BuildResult, Package
-from sqenv.builders.uv import uv
+from sqenv.builders.uv import linked_install, uv
 from sqenv.errors import InputError
 from sqenv.inputs.cpu import check_level
 
@@ -63,13 +63,21 @@ def build(ctx: BuildContext) -> BuildResult:
         uv(ctx, venv, "creating the venv")
         if offline:  # no index to fetch pip from: the base Python's own copy
             ctx.run([f"{mount}/bin/python", "-m", "ensurepip", "--default-pip"], what="seeding pip (ensurepip)")
-    install = ["pip", "install", "--python", f"{mount}/bin/python", "--compile-bytecode"]
+    link = linked_install(ctx)
+    # linked: into the staging directory by its own path, then compiled at the mount path (`bytecode`)
+    where = ["--prefix", str(ctx.staging)] if link else ["--compile-bytecode"]
+    install = ["pip", "install", "--python", f"{mount}/bin/python", *where]
     for path in spec.requirement_files:
         install += ["-r", str(path)]
     install += list(spec.packages)
     if spec.requirement_files or spec.packages:
-        with ctx.ui.phase("Resolving, downloading and installing packages"):
-            uv(ctx, install, "installing packages")
+        with ctx.ui.phase("Resolving, downloading and installing packages") as step:
+            before = bytecode.dist_infos(site_packages(ctx.staging))
+            uv(ctx, install, "installing packages", link=link)
+            found = site_packages(ctx.staging)
+            if link and found is not None:
+                step.status = "compiling bytecode"
+                bytecode.compile_new(ctx, found, before)
     found = site_packages(ctx.staging)
     if found is not None:
         shims.install(found)
