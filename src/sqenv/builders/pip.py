@@ -17,6 +17,7 @@ from sqenv.builders import bytecode, shims
 from sqenv.builders.base import BuildContext, BuildResult, Package
 from sqenv.builders.uv import linked_install, uv
 from sqenv.errors import InputError
+from sqenv.export import artifacts
 from sqenv.inputs.cpu import check_level
 
 _PY_INFO = (
@@ -75,6 +76,9 @@ def build(ctx: BuildContext) -> BuildResult:
             before = bytecode.dist_infos(site_packages(ctx.staging))
             uv(ctx, install, "installing packages", link=link)
             found = site_packages(ctx.staging)
+            if found is not None:  # the lock's index pages (`sqenv.export.artifacts`), while compiling
+                names = [info.split("-", 1)[0] for info in bytecode.dist_infos(found)]
+                artifacts.prefetch(names, ctx.spec.index.record())
             if link and found is not None:
                 step.status = "compiling bytecode"
                 bytecode.compile_new(ctx, found, before)
