@@ -72,16 +72,17 @@ def build(ctx: BuildContext) -> BuildResult:
         install += ["-r", str(path)]
     install += list(spec.packages)
     if spec.requirement_files or spec.packages:
-        with ctx.ui.phase("Resolving, downloading and installing packages") as step:
+        with ctx.ui.phase("Resolving, downloading and installing packages"):
             before = bytecode.dist_infos(site_packages(ctx.staging))
             uv(ctx, install, "installing packages", link=link)
             found = site_packages(ctx.staging)
-            if found is not None:  # the lock's index pages (`sqenv.export.artifacts`), while compiling
-                names = [info.split("-", 1)[0] for info in bytecode.dist_infos(found)]
-                artifacts.prefetch(names, ctx.spec.index.record())
-            if link and found is not None:
-                step.status = "compiling bytecode"
-                bytecode.compile_new(ctx, found, before)
+        if found is not None:  # the lock's index pages (`sqenv.export.artifacts`), while compiling
+            names = [info.split("-", 1)[0] for info in bytecode.dist_infos(found)]
+            artifacts.prefetch(names, ctx.spec.index.record())
+        if link and found is not None:
+            with ctx.ui.phase("Compiling the installed packages' byte code") as step:
+                count = bytecode.compile_new(ctx, found, before)
+                step.summary = f"{count:,} file{'s' if count != 1 else ''}"
     found = site_packages(ctx.staging)
     if found is not None:
         shims.install(found)
