@@ -73,3 +73,15 @@ def test_compiles_the_python_files_of_the_distributions_added(tmp_path: Path) ->
     assert bytecode.sources_of(site, "cowsay-6.1.dist-info") == ["cowsay/__init__.py"]
     assert bytecode.sources_of(site, "missing.dist-info") == []
     assert bytecode.dist_infos(None) == set()
+
+
+def test_compiles_with_one_worker_per_cpu_this_process_may_use() -> None:
+    import os
+
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert bytecode.cpus() == 1  # a Slurm job's share, not the node's cores
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert bytecode.cpus() == len(allowed)

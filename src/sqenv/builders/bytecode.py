@@ -74,6 +74,14 @@ def sources_of(site_packages: Path, info: str) -> list[str]:
     return found
 
 
+def cpus() -> int:
+    """The CPUs this process may run on (a Slurm job's share, not the node's), like uv's worker count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def compile_new(ctx: BuildContext, site_packages: Path, before: set[str], jobs: int | None = None) -> int:
     """Compile the `.py` files of the distributions added since `before` (names of dist-info
     directories), seen at the mount path; how many files were given to the compiler."""
@@ -86,7 +94,7 @@ def compile_new(ctx: BuildContext, site_packages: Path, before: set[str], jobs: 
         return 0
     listing = ctx.workdir / "compile.list"
     listing.write_text("".join(f + "\n" for f in files), encoding="utf-8", errors="surrogateescape")
-    workers = str(jobs or os.cpu_count() or 1)
+    workers = str(jobs or cpus())
     ctx.run(
         [f"{ctx.mount_path}/bin/python", "-c", _COMPILE, workers, str(listing)],
         what="byte-compiling the installed packages",
