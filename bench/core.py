@@ -70,15 +70,28 @@ def tree_size(root: Path) -> int:
 _MEASURE = (
     "import resource, subprocess, sys, time; t = time.perf_counter();"
     " subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
-    " print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    " r = resource.getrusage(resource.RUSAGE_CHILDREN);"
+    " print(time.perf_counter() - t, r.ru_maxrss, r.ru_utime + r.ru_stime, r.ru_oublock)"
 )
 
 
-def measured(argv: list[str]) -> tuple[float, float, str]:
-    """Wall time (s) of a command, the peak resident memory (MB) of its largest process, its stderr."""
+@dataclass
+class Build:
+    """One build: wall time (s), peak resident memory of its largest process (MB), CPU time of all
+    its processes (s: user + system, what a busy machine does not inflate much), data it wrote to
+    storage (MB), and what it printed on stderr."""
+
+    seconds: float
+    peak_mb: float
+    cpu: float
+    written_mb: float
+    stderr: str
+
+
+def measured(argv: list[str]) -> Build:
     out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], check=True, capture_output=True, text=True)
-    seconds, kb = out.stdout.split()
-    return float(seconds), int(kb) / 1024, out.stderr
+    seconds, kb, cpu, blocks = out.stdout.split()
+    return Build(float(seconds), int(kb) / 1024, float(cpu), int(blocks) * 512 / 1e6, out.stderr)
 
 
 _PHASE = re.compile(r"^✓ (.+?) \((?:[^()]*; )?([\d.]+) s\)$", re.M)
@@ -220,20 +233,23 @@ def one_run(
     the seconds of each step of each sqenv build."""
     venv, install = work / "venv", work / "install"
     rows: list[Row] = []
-    builds: list[tuple[float, float, float, float]] = []
+    builds: list[tuple[Build, Build]] = []
     for i in range(args.build_runs):  # alternating, the last pair is kept for the rest
         if i:
             shutil.rmtree(venv)
             shutil.rmtree(install)
-        plain_s, plain_mb, _ = measured(plain_venv(venv, args.packages))
-        sq_s, sq_mb, printed = measured(sqenv_create(install, args.packages))
-        builds.append((plain_s, plain_mb, sq_s, sq_mb))
-        for name, sec in phases(printed, sq_s).items():
+        plain, sq = measured(plain_venv(venv, args.packages)), measured(sqenv_create(install, args.packages))
+        builds.append((plain, sq))
+        for name, sec in phases(sq.stderr, sq.seconds).items():
             steps.setdefault(name, []).append(sec)
-    rows.append(Row("build time (warm uv cache)", statistics.median(b[0] for b in builds),
-                    statistics.median(b[2] for b in builds), "s", "ratio", "<= 1.25x"))  # fmt: skip
-    rows.append(Row("build: peak memory of one process", max(b[1] for b in builds), max(b[3] for b in builds),
-                    "MB", "ratio", "-"))  # fmt: skip
+    rows.append(Row("build time (warm uv cache)", statistics.median(p.seconds for p, _ in builds),
+                    statistics.median(s.seconds for _, s in builds), "s", "ratio", "<= 1.25x"))  # fmt: skip
+    rows.append(Row("build: CPU time, all processes", statistics.median(p.cpu for p, _ in builds),
+                    statistics.median(s.cpu for _, s in builds), "s", "ratio", "-"))  # fmt: skip
+    rows.append(Row("build: data written to storage", statistics.median(p.written_mb for p, _ in builds),
+                    statistics.median(s.written_mb for _, s in builds), "MB", "ratio", "-"))  # fmt: skip
+    rows.append(Row("build: peak memory of one process", max(p.peak_mb for p, _ in builds),
+                    max(s.peak_mb for _, s in builds), "MB", "ratio", "-"))  # fmt: skip
     programs = sum(1 for p in (install / "bin").iterdir() if p.is_symlink())
     rows.append(Row(f"files on disk (programs: {programs})", count_files(venv), count_files(install), "n", "over",
                     "<= programs + 9 (5 + 3 activate scripts + bin)", base=programs))  # fmt: skip
