@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -70,14 +71,12 @@ def test_compiles_the_python_files_of_the_distributions_added(tmp_path: Path) ->
         (site / rel).write_text("")
     assert bytecode.dist_infos(site) == {"pip-24.0.dist-info", "six-1.16.0.dist-info", "cowsay-6.1.dist-info"}
     assert bytecode.sources_of(site, "six-1.16.0.dist-info") == ["six.py"]
-    assert bytecode.sources_of(site, "cowsay-6.1.dist-info") == ["cowsay/__init__.py"]
+    assert bytecode.sources_of(site, "cowsay-6.1.dist-info") == ["cowsay/__init__.py", "cowsay/gone.py"]
     assert bytecode.sources_of(site, "missing.dist-info") == []
     assert bytecode.dist_infos(None) == set()
 
 
 def test_compiles_with_one_worker_per_cpu_this_process_may_use() -> None:
-    import os
-
     allowed = os.sched_getaffinity(0)
     try:
         os.sched_setaffinity(0, {min(allowed)})

@@ -22,28 +22,23 @@ from pathlib import Path
 
 from sqenv.builders.base import BuildContext
 
-# Runs in the environment's interpreter (argv: workers, the file listing the paths, one a line),
-# spreading the paths over that many worker interpreters, like uv.
+# Runs in the environment's interpreter (argv: workers, the file listing the paths, one a line):
+# that many interpreters, worker N compiling every Nth path of the list, all at once, like uv's
+# pool (no pipes: a worker fed through one would hold the next back until its pipe drained).
 _COMPILE = r"""
 import subprocess, sys
 WORKER = '''
 import compileall, sys, warnings
+n, jobs = int(sys.argv[2]), int(sys.argv[3])
+with open(sys.argv[1], encoding="utf-8", errors="surrogateescape") as fh:
+    paths = [p for p in fh.read().split(chr(10)) if p][n::jobs]
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore")
-    sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
-    for path in sys.stdin:
-        path = path.rstrip(chr(10))
-        if path:
-            compileall.compile_file(path, force=True, quiet=2)
+    for path in paths:
+        compileall.compile_file(path, force=True, quiet=2)
 '''
-with open(sys.argv[2], encoding="utf-8", errors="surrogateescape") as fh:
-    paths = [p for p in fh.read().split("\n") if p]
-jobs = max(1, min(int(sys.argv[1]), len(paths)))
-procs = [subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
-                          encoding="utf-8", errors="surrogateescape") for _ in range(jobs)]
-for proc, n in zip(procs, range(jobs)):
-    proc.stdin.write("".join(p + "\n" for p in paths[n::jobs]))
-    proc.stdin.close()
+jobs = max(1, int(sys.argv[1]))
+procs = [subprocess.Popen([sys.executable, "-c", WORKER, sys.argv[2], str(n), str(jobs)]) for n in range(jobs)]
 sys.exit(max(proc.wait() for proc in procs))
 """
 
@@ -56,7 +51,8 @@ def dist_infos(site_packages: Path | None) -> set[str]:
 
 
 def sources_of(site_packages: Path, info: str) -> list[str]:
-    """The `.py` files a distribution's RECORD lists inside site-packages, relative to it."""
+    """The `.py` files a distribution's RECORD lists inside site-packages, relative to it (not
+    stat'ed: thousands of calls for nothing, the compiler ignores a missing one)."""
     try:
         with open(site_packages / info / "RECORD", newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
@@ -69,8 +65,7 @@ def sources_of(site_packages: Path, info: str) -> list[str]:
         rel = os.path.normpath(row[0])
         if rel.startswith(("..", "/")) or "__pycache__" in rel.split(os.sep):
             continue
-        if (site_packages / rel).is_file():
-            found.append(rel)
+        found.append(rel)  # one a RECORD names but that is gone: the compiler skips it, as uv's does
     return found
 
 
@@ -94,7 +89,7 @@ def compile_new(ctx: BuildContext, site_packages: Path, before: set[str], jobs: 
         return 0
     listing = ctx.workdir / "compile.list"
     listing.write_text("".join(f + "\n" for f in files), encoding="utf-8", errors="surrogateescape")
-    workers = str(jobs or cpus())
+    workers = str(min(jobs or cpus(), len(files)))
     ctx.run(
         [f"{ctx.mount_path}/bin/python", "-c", _COMPILE, workers, str(listing)],
         what="byte-compiling the installed packages",
