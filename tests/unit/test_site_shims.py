@@ -11,7 +11,7 @@ from sqenv.builders import shims
 # importlib's `_io` swapped for one whose open_code refuses: what still imports did not use it
 PROBE = """
 import sys, types, _io, _frozen_importlib_external as bootstrap
-exec(FAST_READ, {"sys": types.SimpleNamespace(prefix=INSIDE)})
+exec(FAST_READ, {"sys": types.SimpleNamespace(prefix=INSIDE), "bootstrap": bootstrap})
 class Refusing:
     def __getattr__(self, name):
         return getattr(_io, name)
@@ -39,7 +39,14 @@ def test_modules_under_the_prefix_skip_open_code_and_others_do_not(tmp_path: Pat
     assert out == f"héllo\nopen_code {outside}/outside_mod.py\n"
 
 
-def test_the_pth_line_runs_where_site_runs_it() -> None:
-    # site.py executes a .pth line that starts with "import" with exec(line): one line, and valid
-    assert shims.PTH_READ.startswith("import sys;") and shims.PTH_READ.count("\n") == 1
-    compile(shims.PTH_READ, "_sqenv.pth", "exec")
+def test_the_pth_line_patches_once_however_often_site_runs_it() -> None:
+    # site.py executes a .pth line that starts with "import" with exec(line); Debian's may read it twice
+    assert shims.PTH_READ.startswith("import sys,") and shims.PTH_READ.count("\n") == 1
+    code = (
+        "import _frozen_importlib_external as b; stock = b.FileLoader.get_data\n"
+        f"exec({shims.PTH_READ!r}); exec({shims.PTH_READ!r})\n"
+        "patched = b.FileLoader.get_data\n"
+        "print(patched is not stock, patched.__globals__['stock'] is stock, patched.__doc__ == stock.__doc__)"
+    )
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "True True True\n"

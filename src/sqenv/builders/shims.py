@@ -25,7 +25,6 @@ PTH = (
 # themselves are read by site before (2-4 ioctls per start, whatever their content).
 FAST_READ = """\
 import _io
-import _frozen_importlib_external as bootstrap
 stock = bootstrap.FileLoader.get_data
 here = sys.prefix.rstrip("/") + "/"
 def get_data(self, path):
@@ -35,10 +34,14 @@ def get_data(self, path):
         return file.read()
 get_data.__doc__ = stock.__doc__
 get_data.sqenv = True
-if not getattr(stock, "sqenv", False):  # site may run the .pth twice (Debian's site paths)
-    bootstrap.FileLoader.get_data = get_data
+bootstrap.FileLoader.get_data = get_data
 """
-PTH_READ = f"import sys; sys.version_info < (3, 14) and exec({FAST_READ!r}, {{'sys': sys}})\n"
+# ~50 µs once per start; site may read the .pth twice (Debian's site paths): the second time only
+# the check runs
+PTH_READ = (
+    "import sys, _frozen_importlib_external as b; sys.version_info < (3, 14) and not hasattr(b.FileLoader.get_data, "
+    f"'sqenv') and exec({FAST_READ!r}, {{'sys': sys, 'bootstrap': b}})\n"
+)
 
 
 def install(site_packages: Path) -> None:
