@@ -70,15 +70,39 @@ def tree_size(root: Path) -> int:
 _MEASURE = (
     "import resource, subprocess, sys, time; t = time.perf_counter();"
     " subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
-    " print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    " r = resource.getrusage(resource.RUSAGE_CHILDREN);"
+    " print(time.perf_counter() - t, r.ru_maxrss, r.ru_utime + r.ru_stime, r.ru_oublock)"
 )
 
 
-def measured(argv: list[str]) -> tuple[float, float]:
-    """Wall time (s) of a command and the peak resident memory (MB) of its largest process."""
+@dataclass
+class Build:
+    """One build: wall time (s), peak resident memory of its largest process (MB), CPU time of all
+    its processes (s: user + system, what a busy machine does not inflate much), data it wrote to
+    storage (MB), and what it printed on stderr."""
+
+    seconds: float
+    peak_mb: float
+    cpu: float
+    written_mb: float
+    stderr: str
+
+
+def measured(argv: list[str]) -> Build:
     out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], check=True, capture_output=True, text=True)
-    seconds, kb = out.stdout.split()
-    return float(seconds), int(kb) / 1024
+    seconds, kb, cpu, blocks = out.stdout.split()
+    return Build(float(seconds), int(kb) / 1024, float(cpu), int(blocks) * 512 / 1e6, out.stderr)
+
+
+_PHASE = re.compile(r"^✓ (.+?) \((?:[^()]*; )?([\d.]+) s\)$", re.M)
+
+
+def phases(stderr: str, total: float) -> dict[str, float]:
+    """Seconds of each step `sqenv create` printed (`✓ TITLE (...; 1.2 s)`), the rest as `other`."""
+    found = {re.sub(r" on Python .*| [\d,]+ files.*| \(.*", "", title).strip(): float(sec)
+             for title, sec in _PHASE.findall(stderr)}  # fmt: skip
+    found["other (start, checks, lock, publish, cleanup)"] = total - sum(found.values())
+    return found
 
 
 def daemon_rss_mb(runtime: Path) -> float:
@@ -111,7 +135,8 @@ def plain_venv(target: Path, packages: list[str]) -> list[str]:
 
 
 def sqenv_create(target: Path, packages: list[str]) -> list[str]:
-    return [sys.executable, "-m", "sqenv", "create", "-q", str(target), "--python", BASE, *packages]
+    """Default verbosity: each step's time is printed (`phases`)."""
+    return [sys.executable, "-m", "sqenv", "create", str(target), "--python", BASE, *packages]
 
 
 def syscalls_touching(prefix: Path, argv: list[str], env: dict | None = None) -> tuple[int, int]:
@@ -201,23 +226,33 @@ def fuse_requests(server: list[str], image: Path, mnt: Path, argv_of) -> dict[st
     return counts
 
 
-def one_run(args: argparse.Namespace, work: Path) -> tuple[list[Row], dict[str, dict[str, int]]]:
-    """Build both ways and measure everything once (timings alternate inside)."""
+def one_run(
+    args: argparse.Namespace, work: Path, steps: dict[str, list[float]]
+) -> tuple[list[Row], dict[str, dict[str, int]]]:
+    """Build both ways and measure everything once (timings alternate inside); `steps` collects
+    the seconds of each step of each sqenv build."""
     venv, install = work / "venv", work / "install"
     rows: list[Row] = []
-    builds: list[tuple[float, float, float, float]] = []
+    builds: list[tuple[Build, Build]] = []
     for i in range(args.build_runs):  # alternating, the last pair is kept for the rest
         if i:
             shutil.rmtree(venv)
             shutil.rmtree(install)
-        builds.append((*measured(plain_venv(venv, args.packages)), *measured(sqenv_create(install, args.packages))))
-    rows.append(Row("build time (warm uv cache)", statistics.median(b[0] for b in builds),
-                    statistics.median(b[2] for b in builds), "s", "ratio", "<= 1.25x"))  # fmt: skip
-    rows.append(Row("build: peak memory of one process", max(b[1] for b in builds), max(b[3] for b in builds),
-                    "MB", "ratio", "-"))  # fmt: skip
+        plain, sq = measured(plain_venv(venv, args.packages)), measured(sqenv_create(install, args.packages))
+        builds.append((plain, sq))
+        for name, sec in phases(sq.stderr, sq.seconds).items():
+            steps.setdefault(name, []).append(sec)
+    rows.append(Row("build time (warm uv cache)", statistics.median(p.seconds for p, _ in builds),
+                    statistics.median(s.seconds for _, s in builds), "s", "ratio", "<= 1.25x"))  # fmt: skip
+    rows.append(Row("build: CPU time, all processes", statistics.median(p.cpu for p, _ in builds),
+                    statistics.median(s.cpu for _, s in builds), "s", "ratio", "-"))  # fmt: skip
+    rows.append(Row("build: data written to storage", statistics.median(p.written_mb for p, _ in builds),
+                    statistics.median(s.written_mb for _, s in builds), "MB", "ratio", "-"))  # fmt: skip
+    rows.append(Row("build: peak memory of one process", max(p.peak_mb for p, _ in builds),
+                    max(s.peak_mb for _, s in builds), "MB", "ratio", "-"))  # fmt: skip
     programs = sum(1 for p in (install / "bin").iterdir() if p.is_symlink())
-    rows.append(Row(f"files on disk (programs: {programs})", count_files(venv), count_files(install), "n", "plus",
-                    "<= programs + 9 (5 + 3 activate scripts + bin)"))  # fmt: skip
+    rows.append(Row(f"files on disk (programs: {programs})", count_files(venv), count_files(install), "n", "over",
+                    "<= programs + 9 (5 + 3 activate scripts + bin)", base=programs))  # fmt: skip
     image = sum(p.stat().st_size for p in install.glob("*.sqfs"))
     rows.append(Row("size (image / installed)", tree_size(venv) / 1e6, image / 1e6, "MB", "ratio", "<= 0.32"))
 
@@ -234,7 +269,12 @@ def one_run(args: argparse.Namespace, work: Path) -> tuple[list[Row], dict[str, 
             if point.startswith(str(runtime)):
                 subprocess.run(["fusermount3", "-u", point], check=False)
         deadline = time.monotonic() + 5
-        while runtime.exists() and any(runtime.glob("*/")) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            try:  # the image server removes its directory as it goes: gone between two calls is done
+                if not any(runtime.glob("*/")):
+                    break
+            except FileNotFoundError:
+                break
             time.sleep(0.01)
 
     t_cold = median_time([py_inst, "-c", "pass"], max(5, args.runs // 2), env, before=unmount)
@@ -296,6 +336,7 @@ def main() -> int:
             sys.exit(f"bench: `{tool}` is needed")
     runs: list[list[Row]] = []
     requests: dict[str, dict[str, int]] = {}
+    steps: dict[str, list[float]] = {}
     for n in range(args.repeat):
         work = Path(tempfile.mkdtemp(prefix="sqenv-bench-", dir=args.workdir))
         try:
@@ -304,7 +345,7 @@ def main() -> int:
                 subprocess.run(plain_venv(work / "warm", args.packages), check=True)
                 shutil.rmtree(work / "warm")
             print(f"run {n + 1} of {args.repeat} ...", file=sys.stderr)
-            rows, requests = one_run(args, work)
+            rows, requests = one_run(args, work, steps)
             runs.append(rows)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -329,6 +370,10 @@ def main() -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
+    print("\nsqenv create, by step (median (min – max) over all sqenv builds):")
+    for name, secs in steps.items():
+        print(f"  {name}: {statistics.median(secs):.1f} s{spread(secs, 's')}")
+    print(f"  load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"\nFUSE requests of one warm `{args.import_stmt}` (last run), by type:")
     for server, counts in requests.items():
         total = sum(counts.values())

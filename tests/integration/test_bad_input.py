@@ -166,7 +166,7 @@ def test_disk_full_in_the_build_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("phase", ["Creating a venv", "Resolving", "Packing"])
+@pytest.mark.parametrize("phase", ["Creating a venv", "Resolving", "Compiling", "Packing"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda sig: sig.name)
 def test_interrupt_in_any_phase_leaves_nothing(
     tmp_path: Path, build_dir: Path, phase: str, sig: signal.Signals

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sqenv.builders import base_image, shims
+from sqenv.builders import base_image, bytecode, shims
 from sqenv.builders.base import BuildContext, BuildResult, Package
-from sqenv.builders.uv import uv
+from sqenv.builders.uv import linked_install, uv
 from sqenv.errors import InputError
+from sqenv.export import artifacts
 from sqenv.inputs.cpu import check_level
 
 _PY_INFO = (
@@ -80,13 +81,25 @@ def build(ctx: BuildContext) -> BuildResult:
         uv(ctx, venv, "creating the venv")
         if offline:  # no index to fetch pip from: the base Python's own copy
             ctx.run([f"{mount}/bin/python", "-m", "ensurepip", "--default-pip"], what="seeding pip (ensurepip)")
-    install = ["pip", "install", "--python", f"{mount}/bin/python", "--compile-bytecode"]
+    link = linked_install(ctx)
+    # linked: into the staging directory by its own path, then compiled at the mount path (`bytecode`)
+    where = ["--prefix", str(ctx.staging)] if link else ["--compile-bytecode"]
+    install = ["pip", "install", "--python", f"{mount}/bin/python", *where]
     for path in spec.requirement_files:
         install += ["-r", str(path)]
     install += list(spec.packages)
     if spec.requirement_files or spec.packages:
         with ctx.ui.phase("Resolving, downloading and installing packages"):
-            _install(ctx, install, python, spec.packages, spec.requirement_files)
+            before = bytecode.dist_infos(site_packages(ctx.staging))
+            _install(ctx, install, python, spec.packages, spec.requirement_files, link=link)
+            found = site_packages(ctx.staging)
+        if found is not None:  # the lock's index pages (`sqenv.export.artifacts`), while compiling
+            names = [info.split("-", 1)[0] for info in bytecode.dist_infos(found)]
+            artifacts.prefetch(names, ctx.spec.index.record())
+        if link and found is not None:
+            with ctx.ui.phase("Compiling the installed packages' byte code") as step:
+                count = bytecode.compile_new(ctx, found, before)
+                step.summary = f"{count:,} file{'s' if count != 1 else ''}"
     found = site_packages(ctx.staging)
     if found is not None:
         shims.install(found)
@@ -99,11 +112,12 @@ def build(ctx: BuildContext) -> BuildResult:
     return refresh(ctx, BuildResult(packages=[], python=info, extra=extra))
 
 
-def _install(ctx: BuildContext, argv: list[str], base_python: str | None, packages, files) -> None:
+def _install(ctx: BuildContext, argv: list[str], base_python: str | None, packages, files, *,
+             link: bool = False) -> None:  # fmt: skip
     """uv pip install; on a base image, with its packages shown to uv as installed (stubs)."""
     site = site_packages(ctx.staging)
     if ctx.container is None or base_python is None or site is None:
-        uv(ctx, argv, "installing packages")
+        uv(ctx, argv, "installing packages", link=link)
         return
     pairs = base_image.base_packages(ctx.container, base_python)
     stubs = base_image.write_stubs(site, pairs)

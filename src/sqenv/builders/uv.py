@@ -15,14 +15,16 @@ from sqenv.tools.diagnose import classify_uv
 from sqenv.tools.progress import UvProgress, built_from_source
 
 
-def uv(ctx: BuildContext, argv: list[str], what: str) -> str:
+def uv(ctx: BuildContext, argv: list[str], what: str, *, link: bool = False) -> str:
     """Run uv in the build namespace: package sources from the spec, its progress read for the
-    display, a failure reported by its cause (`sqenv.tools.diagnose`)."""
+    display, a failure reported by its cause (`sqenv.tools.diagnose`).
+
+    Copies by default: through the mount path the target is the staging directory bound there,
+    another mount than uv's cache, so a hard link fails with EXDEV for every file before uv falls
+    back; an update's target is an overlay. `link`: the caller installs into the staging
+    directory by its own path (`linked_install`), where uv may hard-link from its cache."""
     exe = find_uv_bin()
-    # Copies, always: the target is the staging directory bound at the image path, another mount
-    # than uv's cache, so a hard link (or reflink) fails with EXDEV for every file before uv falls
-    # back; an update's target is an overlay, and a post-install script may rewrite files in place.
-    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", "UV_LINK_MODE": "copy"}
+    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", "UV_LINK_MODE": "hardlink" if link else "copy"}
     progress = None
     installing = argv[:2] == ["pip", "install"]
     if argv[0] == "venv":  # --seed fetches pip from the index
@@ -41,6 +43,38 @@ def uv(ctx: BuildContext, argv: list[str], what: str) -> str:
     if installing and ctx.spec.target_cpu:
         warn_generic_builds(ctx, built_from_source(output))
     return output
+
+
+def linked_install(ctx: BuildContext) -> bool:
+    """Whether `uv pip install` may hard-link package files from uv's cache into this build, as a
+    plain `uv pip install` does, instead of copying them (the environment's size, once more).
+
+    Only a create's staging directory (an update writes to an overlay) with no post-install script
+    (a user's command could rewrite a linked file in place, and with it the user's cache), and only
+    when uv's cache and the staging directory share a file system (else uv would copy anyway).
+    uv then installs with `--prefix STAGING`: the same files, scripts naming the mount path's
+    interpreter, reached by a path on the cache's mount rather than through the bind, which
+    `link(2)` refuses (EXDEV) even on the same file system. Nothing writes through a linked file:
+    uv writes new files, `.pyc` files are new, and `pack.reproducible` copies a linked one first."""
+    if ctx.mode != "create" or ctx.mounts or ctx.spec.post_install or ctx.container is not None:
+        return False  # (a layer on a base image installs inside the container: only the mount path is there)
+    if ctx.spec.kind != "pip" or ctx.spec.pip.system_site_packages:
+        return False
+    cache = Path(target_env(ctx.spec.target_cpu, ctx.spec.optimize_sdists).get("UV_CACHE_DIR") or default_cache_dir())
+    if os.environ.get("UV_NO_CACHE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    return same_file_system(cache, ctx.staging)
+
+
+def same_file_system(path: Path, other: Path) -> bool:
+    """Whether `path` (or, while it does not exist yet, its nearest existing parent) is on the file
+    system of `other`."""
+    for where in (path, *path.parents):
+        try:
+            return os.stat(where).st_dev == os.stat(other).st_dev
+        except OSError:
+            continue
+    return False
 
 
 def target_env(target: str | None, optimize: bool) -> dict[str, str]:

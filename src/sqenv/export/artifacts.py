@@ -15,6 +15,7 @@ import concurrent.futures
 import hashlib
 import html
 import re
+import threading
 import urllib.parse
 import urllib.request
 from email.parser import HeaderParser
@@ -55,6 +56,53 @@ def _pick(links: list[tuple[str, str | None]], name: str, version: str, tags: fr
         if wname == canonicalize_name(name) and str(wversion) == version and frozenset(wtags) == tags:
             return url, digest
     return None
+
+
+class _Fetch(threading.Thread):
+    """One index page fetched in the background (a daemon: a build that fails meanwhile does not
+    wait for it)."""
+
+    def __init__(self, index: str, name: str) -> None:
+        super().__init__(daemon=True)
+        self.index, self.name = index, name
+        self.links: list[tuple[str, str | None]] | None = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self.links = _page(self.index, self.name)
+        except (OSError, ValueError) as exc:
+            self.error = exc
+
+    def result(self) -> list[tuple[str, str | None]]:
+        self.join(TIMEOUT + 1)
+        if self.error is not None:
+            raise self.error
+        if self.links is None:
+            raise TimeoutError(f"{self.index}: no answer for {self.name}")
+        return self.links
+
+
+_PREFETCHED: dict[tuple[str, str], _Fetch] = {}
+
+
+def prefetch(names: list[str], index: dict) -> None:
+    """Start fetching the index pages `lookup` will read for these distributions, so the network
+    waits overlap the rest of the build (pip: byte-compiling) instead of following it."""
+    if index.get("no_index"):
+        return
+    for idx in [index.get("index_url") or PYPI, *index.get("extra_index_urls", [])]:
+        for name in names:
+            key = (idx, canonicalize_name(name))
+            if key not in _PREFETCHED:
+                _PREFETCHED[key] = fetch = _Fetch(idx, name)
+                fetch.start()
+
+
+def _page_once(index: str, name: str) -> list[tuple[str, str | None]]:
+    """A prefetched page (used once), else a fetch now."""
+    fetch = _PREFETCHED.pop((index, canonicalize_name(name)), None)
+    return fetch.result() if fetch is not None else _page(index, name)
 
 
 def _page(index: str, name: str) -> list[tuple[str, str | None]]:
@@ -110,7 +158,7 @@ def lookup(packages: list[tuple[str, str]], site_packages: Path | None, index: d
         key = canonicalize_name(name)
         for idx in indexes:
             try:
-                hit = _pick(_page(idx, name), name, version, tags[key])
+                hit = _pick(_page_once(idx, name), name, version, tags[key])
             except (OSError, ValueError):
                 continue
             if hit:

@@ -1,0 +1,61 @@
+"""A pip create hard-links package files from uv's cache (as a plain `uv pip install` does) and
+still builds the same image as one that copies them, without ever writing into the user's cache.
+
+Real uv, real PyPI wheels, the real namespace helper; the test user's own uv cache and build
+directory share a file system here (/home, /tmp), so the linked install is what a create does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import BASE_PYTHON, User, ok, run, sqenv
+
+pytestmark = pytest.mark.slow
+
+PINS = ("six==1.16.0", "cowsay==6.1")
+
+# the code object of six's byte code in the image names the file at the mount path, as uv writes it
+CO_FILENAME = "import marshal, six; print(marshal.loads(open(six.__cached__, 'rb').read()[16:]).co_filename)"
+
+CLEAN_SIX = "import subprocess, uv; subprocess.run([uv.find_uv_bin(), 'cache', 'clean', 'six'])"
+
+
+def cached_six(user: User) -> list[Path]:
+    """The copies of six.py in the test user's uv cache (unpacked wheels)."""
+    return sorted((user.home / ".cache" / "uv").glob("archive-v*/*/six.py"))
+
+
+def test_linked_and_copied_creates_give_the_same_image(user: User, place: Path) -> None:
+    linked, copied = place / "linked", place / "copied"
+    ok(sqenv("create", linked, *PINS, "--python", BASE_PYTHON, "-q", user=user))
+    noop = place / "noop.sh"
+    noop.write_text("true\n")  # a post-install script: files are copied, so it may rewrite them
+    ok(sqenv("create", copied, *PINS, "--python", BASE_PYTHON, "--post-install", noop, "-q", user=user))
+    a, b = next(linked.glob("v1-*.sqfs")), next(copied.glob("v1-*.sqfs"))
+    assert a.name == b.name
+    assert a.read_bytes() == b.read_bytes()
+    out = ok(run([linked / "bin" / "python", "-c", CO_FILENAME], user=user)).stdout
+    assert out == "/mnt/sqenv/lib/python3.11/site-packages/six.py\n"
+    valid = ok(run([linked / "bin" / "python", "-v", "-c", "import six"], user=user)).stderr
+    assert "six.cpython-311.pyc matches" in valid
+    assert ok(run([linked / "bin" / "cowsay", "-t", "moo"], user=user)).stdout.count("moo") == 1
+
+
+def test_a_post_install_script_never_writes_into_the_users_cache(user: User, place: Path) -> None:
+    ok(sqenv("create", place / "first", *PINS, "--python", BASE_PYTHON, "-q", user=user))  # fills the cache
+    before = {p: p.read_bytes() for p in cached_six(user)}
+    assert before, "six is in the test user's uv cache after a create"
+    script = place / "append.sh"
+    script.write_text('echo "# changed in place" >> "$SQENV_BUILD_PREFIX/lib/python3.11/site-packages/six.py"\n')
+    prefix = place / "patched"
+    ok(sqenv("create", prefix, *PINS, "--python", BASE_PYTHON, "--post-install", script, "-q", user=user))
+    after = {p: p.read_bytes() for p in cached_six(user)}
+    if after != before:  # repair the shared test user's cache before failing
+        run([sys.executable, "-c", CLEAN_SIX], user=user)
+    assert after == before
+    tail = ok(run([prefix / "bin" / "python", "-c", "import six; print(open(six.__file__).read()[-19:])"], user=user))
+    assert tail.stdout == "# changed in place\n\n"
