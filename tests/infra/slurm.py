@@ -276,7 +276,8 @@ def _start(nodes: int | None = None) -> SlurmCluster | str:
         if st.returncode != 0:
             return "not running and only root can start it (tests/infra/slurm.sh start)"
     else:
-        _started_here = not _running()
+        # once started here, stopped at the end, even after a restart (another node count) found it running
+        _started_here = _started_here or not _running()
         try:
             cp = subprocess.run(
                 ["bash", str(SCRIPT), "start"],
