@@ -137,27 +137,18 @@ def layer_run(spec: BuildSpec, work: Path):
 
 
 def place_base_image(spec: BuildSpec, out: Path, launch: dict, result: BuildResult, ui: UI) -> None:
-    """The install's container: copied or hard-linked in as container.sif, or referenced where it is
-    (`--base-image-ref`, a site's path). A layer on it runs only there; its top-level entries are
-    never hidden by host directories (engines/apptainer.sh)."""
-    from sqenv.builders.sif import add_container, container_dirs
-    from sqenv.pack.squashfs import sha256_of
-
+    """The install's base image (`place_container`, referenced where it is with `--base-image-ref`,
+    a site's path). A layer on it runs only there, and its record names the image it was built on."""
     assert spec.base_image is not None
-    placed = spec.base_image if spec.base_image_ref else add_container(out, spec.base_image, ui)
-    found = container_dirs(placed)
-    if found is not None:
-        launch["container_dirs"] = found
+    placed = place_container(spec.base_image, out, launch, ui, referenced=spec.base_image_ref)
     if not spec.on_base_image:
         return
     launch.update(engine=spec.engine or "apptainer", only_engine=spec.engine or "apptainer", on_container="1")
     if spec.base_image_ref:
         launch["container"] = str(spec.base_image)
-    with ui.phase(f"Checksumming the base image {spec.base_image.name}"):
-        digest = sha256_of(placed)
+    digest, size = checksum(placed, f"the base image {spec.base_image.name}", ui)
     record = result.extra.setdefault("base_image", {})
-    record.update(path=str(spec.base_image), referenced=spec.base_image_ref, sha256=digest,
-                  size=placed.stat().st_size)  # fmt: skip
+    record.update(path=str(spec.base_image), referenced=spec.base_image_ref, sha256=digest, size=size)
 
 
 def _pack_into(spec: BuildSpec, ctx: BuildContext, out: Path, launch: dict, result: BuildResult) -> Image:
@@ -172,26 +163,24 @@ def _pack_into(spec: BuildSpec, ctx: BuildContext, out: Path, launch: dict, resu
     return image
 
 
-def place_container(spec: BuildSpec, out: Path, launch: dict, ui: UI) -> Path:
-    """A wrapped container into the install; its top-level entries are never hidden by host directories."""
+def place_container(image: Path, out: Path, launch: dict, ui: UI, *, referenced: bool = False) -> Path:
+    """A container into the install (`PREFIX/container.sif`, hard-linked or copied), or `referenced`
+    where it is; its top-level entries are never hidden by host directories (engines/apptainer.sh)."""
     from sqenv.builders.sif import add_container, container_dirs
 
-    assert spec.wrap.source is not None
-    placed = add_container(out, spec.wrap.source, ui)
+    placed = image if referenced else add_container(out, image, ui)
     found = container_dirs(placed)
-    if found is not None:  # (engines/apptainer.sh)
+    if found is not None:
         launch["container_dirs"] = found
     return placed
 
 
-def container_record(placed: Path, ui: UI) -> dict:
-    """The container as the version's one image, for `sqenv info --verify`."""
+def checksum(placed: Path, what: str, ui: UI) -> tuple[str, int]:
+    """(sha256, size) of a container, for `sqenv info --verify`."""
     from sqenv.pack.squashfs import sha256_of
 
-    with ui.phase("Checksumming the container"):
-        digest = sha256_of(placed)
-    size = placed.stat().st_size
-    return {"file": placed.name, "sha256": digest, "size": size, "installed_size": size, "files_inside": 0}
+    with ui.phase(f"Checksumming {what}"):
+        return sha256_of(placed), placed.stat().st_size
 
 
 def _build_into(
@@ -225,7 +214,8 @@ def _build_into(
         adopt(out, install.enter, executable=True)
     else:  # a wrapped container (builders/sif): the install holds it, no image of ours, no helper
         image, layers = None, []
-        placed = place_container(spec, out, launch, ui)
+        assert spec.wrap.source is not None
+        placed = place_container(spec.wrap.source, out, launch, ui)
     if spec.base_image:
         place_base_image(spec, out, launch, result, ui)
     launchers.write(install, layers, names, activate=result.activate, options=launch)
@@ -234,7 +224,9 @@ def _build_into(
         venvcfg.guard_lib(out)  # ... whose host `lib` takes no packages
     record = version_record(1, spec, result, [image] if image else [], layers, names, "create", launch)
     if not result.packs:
-        record.update(images=[container_record(placed, ui)], container=placed.name)
+        digest, size = checksum(placed, "the container", ui)
+        image_record = {"file": placed.name, "sha256": digest, "size": size, "installed_size": size, "files_inside": 0}
+        record.update(images=[image_record], container=placed.name)
     data = {
         "format": metadata.FORMAT,
         "kind": spec.kind,

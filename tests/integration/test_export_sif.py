@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import time
@@ -23,7 +22,7 @@ import pytest
 from apptainer import Apptainer, run_as  # tests/infra, on sys.path through tests/conftest.py
 from apptainer import env_for as apptainer_env
 
-from support import BASE_PYTHON, SQENV
+from support import BASE_PYTHON, SQENV, owned_dir
 
 pytestmark = pytest.mark.apptainer
 NO_PROXY = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
@@ -37,11 +36,8 @@ def user(app: Apptainer) -> str:
 @pytest.fixture(scope="module")
 def work(user: str) -> Iterator[Path]:
     pw = pwd.getpwnam(user)
-    path = Path("/var/tmp") / f"sqenv-export-tests-{os.getpid()}"
-    path.mkdir(mode=0o755)
-    os.chown(path, pw.pw_uid, pw.pw_gid)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with owned_dir("sqenv-export-tests", pw.pw_uid, pw.pw_gid) as path:
+        yield path
 
 
 def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -236,24 +236,6 @@ def named_packages(packages: Iterable[str], requirement_files: Iterable[Path]) -
     return names
 
 
-def layer_packages(staging: Path) -> list[tuple[str, str]]:
-    """What the layer itself holds (its venv's site-packages, read on the host), for `sqenv info`:
-    what the layer adds to the base image."""
-    found = []
-    for meta in sorted(staging.glob("lib/python3*/site-packages/*.dist-info/METADATA")):
-        name = version = None
-        for line in meta.read_text(errors="replace").splitlines():
-            if line.startswith("Name:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("Version:"):
-                version = line.split(":", 1)[1].strip()
-            elif not line:
-                break
-        if name and version:
-            found.append((name, version))
-    return found
-
-
 def adopt_scripts(ctx, base_python: str) -> list[str]:
     """The image's console scripts for its own Python, in the layer's bin/ with the layer's Python
     (snippets/base_image_scripts.py); their names."""

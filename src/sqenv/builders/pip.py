@@ -146,7 +146,9 @@ def refresh(ctx: BuildContext, result: BuildResult) -> BuildResult:
     """Re-read the installed distributions (after a post-install script, say); on a base image,
     only the layer's own (what it adds to the image)."""
     if ctx.container is not None:
-        result.packages = [Package(name=n, version=v) for n, v in base_image.layer_packages(ctx.staging)]
+        from sqenv.builders.container import find_packages  # the dist-info read on the host
+
+        result.packages = find_packages(ctx.staging)
         return result
     out = ctx.run([f"{ctx.mount_path}/bin/python", "-c", _LIST], what="listing installed packages")
     pairs = json.loads(out.strip().splitlines()[-1])

@@ -41,13 +41,9 @@ if [ -n "${sqenv_staged-}" ]; then
             export PATH
             ;;
     esac
+    sqenv_run_mode=0
     if [ "$sqenv_name" = launcher ]; then
-        [ "$#" -gt 0 ] || set -- "${SHELL:-/bin/sh}"
-        sqenv_prog=$1
-        shift
-        sqenv_argv0=$sqenv_prog
-        PATH=$SQENV_PREFIX/bin:$PATH
-        export PATH
+        sqenv_run_mode=1
     else
         sqenv_prog=$SQENV_PREFIX/bin/$sqenv_name
         sqenv_argv0=$sqenv_prog
@@ -86,14 +82,10 @@ else
             ;;
     esac
     sqenv_name=${sqenv_self##*/}
+    sqenv_run_mode=0
     if [ "$sqenv_name" = launcher ] && [ -f "${sqenv_self%/*}/sqenv.json" ]; then
         SQENV_PREFIX=${sqenv_self%/*}
-        [ "$#" -gt 0 ] || set -- "${SHELL:-/bin/sh}"
-        sqenv_prog=$1
-        shift
-        sqenv_argv0=$sqenv_prog
-        PATH=$SQENV_PREFIX/bin:$PATH
-        export PATH
+        sqenv_run_mode=1
     else
         sqenv_bin=${sqenv_self%/*}
         SQENV_PREFIX=${sqenv_bin%/*}
@@ -104,6 +96,15 @@ else
     fi
     # shellcheck disable=SC2034 # read by the engine (engines/embedded.sh)
     sqenv_enter=$SQENV_PREFIX/sqenv-enter
+fi
+if [ "$sqenv_run_mode" = 1 ]; then
+    # `PREFIX/launcher PROG ARGS` (`sqenv run`): PROG found with the install's bin/ first on PATH
+    [ "$#" -gt 0 ] || set -- "${SHELL:-/bin/sh}"
+    sqenv_prog=$1
+    shift
+    sqenv_argv0=$sqenv_prog
+    PATH=$SQENV_PREFIX/bin:$PATH
+    export PATH
 fi
 export SQENV_PREFIX
 
