@@ -250,14 +250,17 @@ def test_from_a_layer_rebuilds_it_on_its_image_and_a_python_mismatch_is_refused(
     assert not (work / "mismatch").exists()
 
 
-def test_an_interrupted_layer_build_leaves_no_container_process(app, user, vendor, work) -> None:
-    """SIGTERM while a command runs in the container: Apptainer gets the time to unmount its image
-    (its FUSE server is in another process group, which a plain SIGKILL of the tool's group leaves
-    running), and nothing of the build stays."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_an_interrupted_layer_build_leaves_no_container_process(app, user, vendor, work, sig) -> None:
+    """A signal while a command runs in the container: Apptainer gets SIGTERM and the time to
+    unmount its image (its FUSE server is in another process group, which a plain SIGKILL of the
+    tool's group leaves running): from sqenv's handler, or after a SIGKILL of sqenv from the
+    tool's parent-death signal and sqenv's watchdog. The next create sweeps the rest."""
     started = work / "started"
+    started.unlink(missing_ok=True)
     script = work / "slow.sh"
     script.write_text(f"touch {started}\nsleep 120\n")
-    prefix = work / "interrupted"
+    prefix = work / f"interrupted-{sig.name}"
     argv = [*SQENV, "create", prefix, "--base-image", vendor, "six", "--pre-install", script]
     env = env_for({"SQENV_APPTAINER_HOST_DIRS": HOST_DIRS})
     with app.popen([str(a) for a in argv], user=user, cwd="/var/tmp", env=env, text=True,
@@ -267,11 +270,13 @@ def test_an_interrupted_layer_build_leaves_no_container_process(app, user, vendo
                 break
             time.sleep(0.2)
         assert started.exists(), proc.communicate()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _out, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "interrupted" in err and "Traceback" not in err, err
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    if sig == signal.SIGTERM:
+        assert "interrupted" in err, err
     uid = pwd.getpwnam(user).pw_uid
-    for _ in range(50):
+    for _ in range(100):  # (the watchdog allows 10 s before its SIGKILL)
         left = [
             p for p in Path("/proc").iterdir() if p.name.isdigit() and owned_by(p, uid) and "squashfuse" in cmdline(p)
         ]
@@ -280,6 +285,8 @@ def test_an_interrupted_layer_build_leaves_no_container_process(app, user, vendo
         time.sleep(0.2)
     assert not left, [cmdline(p) for p in left]
     assert not prefix.exists()
+    ok(run(app, user, [*SQENV, "create", prefix, "--base-image", vendor, "six", "-q"]))
+    assert sorted(p.name for p in prefix.parent.iterdir() if p.name.startswith(f".{prefix.name}")) == []
 
 
 def owned_by(proc: Path, uid: int) -> bool:

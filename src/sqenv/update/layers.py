@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -28,6 +27,7 @@ from sqenv.launch import IMAGE_MARKER
 from sqenv.launch.helper import enter_binary
 from sqenv.publish.layout import Install
 from sqenv.publish.publisher import remove_tree
+from sqenv.tools.procs import die_with_parent  # SIGTERM: the image server then unmounts
 
 
 def _alive(pid: int) -> bool:
@@ -135,12 +135,6 @@ def _remove_workdir(path: Path) -> None:
     remove_tree(path)
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM (the image server then unmounts) when sqenv dies, even by SIGKILL."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @contextlib.contextmanager
 def mounted(install: Install, layers: list[str], work: Path) -> Iterator[list[str]]:
     """Mount each layer read-only in `work/layers`; yield the mount points, top layer first."""
@@ -158,7 +152,7 @@ def mounted(install: Install, layers: list[str], work: Path) -> Iterator[list[st
             mnt.mkdir(parents=True)
             with (work / f"mount-{i}.log").open("w") as err:
                 proc = subprocess.Popen([*server, str(image), str(mnt)], stdin=subprocess.DEVNULL,
-                                        stdout=err, stderr=err, preexec_fn=_die_with_parent)  # fmt: skip
+                                        stdout=err, stderr=err, preexec_fn=die_with_parent)  # fmt: skip
             procs.append((mnt, proc))
             deadline = time.monotonic() + 30
             while not (mnt / IMAGE_MARKER).exists():
