@@ -93,7 +93,7 @@ class BuildContext:
         merged = dict(os.environ)
         merged.update(env or {})
         return run(self.ui, full, log=self.log, error=error, what=what, hint=hint, env=merged, cwd=cwd or self.cwd,
-                   **output)  # fmt: skip
+                   graceful=self.container is not None, **output)  # fmt: skip
 
     @property
     def mount_path(self) -> str:

@@ -50,12 +50,14 @@ def run(
     classify: Callable[[str, int], Diagnosis] | None = None,
     progress: Progress | None = None,
     stream: str | None = None,
+    graceful: bool = False,
 ) -> str:
     """Run a tool; return its output. On failure raise `error` with the cause as its headline.
 
     `classify(output, exit status)` says why it failed (default: killed/out of memory, else its exit
     code); `progress` reads its lines for the live display; `stream`: show its lines as they come,
-    prefixed with this word (users' scripts)."""
+    prefixed with this word (users' scripts); `graceful`: if sqenv dies, the tool gets SIGTERM and
+    time to clean up before SIGKILL (Apptainer, sqenv.tools.procs)."""
     ui.debug("$ " + " ".join(argv))
     out: list[str] = []
     try:
@@ -71,11 +73,13 @@ def run(
             text=True,
             errors="replace",
             process_group=0,
-            preexec_fn=functools.partial(procs.die_with_parent, os.getpid()),
+            preexec_fn=functools.partial(
+                procs.die_with_parent, os.getpid(), signal.SIGTERM if graceful else signal.SIGKILL
+            ),
         )
     except FileNotFoundError as exc:
         raise ToolMissing(f"`{argv[0]}` is not installed", "run `sqenv doctor`") from exc
-    procs.watch(proc.pid)  # killed with its group if sqenv dies (sqenv.tools.procs)
+    procs.watch(proc.pid, graceful)  # killed with its group if sqenv dies (sqenv.tools.procs)
     try:
         with log.open("a") as fh:
             fh.write("$ " + " ".join(argv) + "\n")

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -135,6 +137,10 @@ def _remove_workdir(path: Path) -> None:
     remove_tree(path)
 
 
+_term_with_parent = functools.partial(die_with_parent, None, signal.SIGTERM)
+"""The image servers get SIGTERM when sqenv dies, even by SIGKILL: they then unmount."""
+
+
 @contextlib.contextmanager
 def mounted(install: Install, layers: list[str], work: Path) -> Iterator[list[str]]:
     """Mount each layer read-only in `work/layers`; yield the mount points, top layer first."""
@@ -152,7 +158,7 @@ def mounted(install: Install, layers: list[str], work: Path) -> Iterator[list[st
             mnt.mkdir(parents=True)
             with (work / f"mount-{i}.log").open("w") as err:
                 proc = subprocess.Popen([*server, str(image), str(mnt)], stdin=subprocess.DEVNULL,
-                                        stdout=err, stderr=err, preexec_fn=die_with_parent)  # fmt: skip
+                                        stdout=err, stderr=err, preexec_fn=_term_with_parent)  # fmt: skip
             procs.append((mnt, proc))
             deadline = time.monotonic() + 30
             while not (mnt / IMAGE_MARKER).exists():
