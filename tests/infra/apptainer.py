@@ -11,7 +11,8 @@ NON-root caller, so a session running as root (CI) runs it as a test user::
         proc = app.run(["apptainer", "exec", sif, "true"], user=user, cwd=work)
 
 Or put `app.bin_dir` first on PATH yourself (`app.env(user)` does that). Host dirs visible through
-the shim (and so to apptainer): /tmp, /var/tmp, /home, /work, plus `$SQENV_APPTAINER_BINDS`.
+the shim (and so to apptainer): /tmp, /var/tmp, /home, /work, this checkout, plus
+`$SQENV_APPTAINER_BINDS`.
 """
 
 from __future__ import annotations

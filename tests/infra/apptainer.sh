@@ -51,8 +51,11 @@ readonly BASE_IN_ROOT=/opt/sqenv-base
 # /usr/bin/python3 and, copied with numpy, at /opt/vendor/bin/python3 (off the PATH).
 readonly VENDOR_PACKAGES=python3,python3-numpy,python3-pip
 readonly VENDOR_IN_ROOT=/opt/sqenv-vendor
-# Host directories the shim binds (when they exist on the host): where tests keep their files.
-readonly DEFAULT_BINDS=/tmp:/var/tmp:/home:/work
+# Host directories the shim binds (when they exist on the host): where tests keep their files,
+# and this checkout, wherever it is (CI clones outside them): sqenv binds its own uv from .venv.
+CHECKOUT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
+readonly CHECKOUT
+readonly DEFAULT_BINDS=/tmp:/var/tmp:/home:/work:$CHECKOUT
 readonly CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 PROG=${0##*/}
 

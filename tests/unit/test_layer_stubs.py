@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sqenv.builders.base_image import named_packages, remove_stubs, write_stubs
-from sqenv.errors import BuildError
+from sqenv.builders.base_image import ContainerRun, find_python, named_packages, remove_stubs, write_stubs
+from sqenv.errors import BuildError, InputError
 
 
 def test_stubs_stay_inside_site_packages_and_skip_the_venv_own(tmp_path: Path) -> None:
@@ -43,3 +43,20 @@ def test_named_packages_reads_arguments_and_requirement_files(tmp_path: Path) ->
     req = tmp_path / "req.txt"
     req.write_text("# comment\n--index-url https://x\nNumPy>=1.26  # why\ntorch[rocm]==2.5 ; python_version>'3'\n\n")
     assert named_packages(["six", "not a requirement!"], [req, tmp_path / "missing.txt"]) == {"six", "numpy", "torch"}
+
+
+@pytest.mark.parametrize(
+    ("stderr", "error", "says"),
+    [("FATAL:   container creation failed: mount source /x/uv does not exist", BuildError,
+      r"apptainer could not start `v\.sif`"),
+     ("/bin/sh: 1: exec: python3: not found", InputError, r"`v\.sif` has no working Python")],
+)  # fmt: skip
+def test_a_container_that_does_not_start_is_not_called_pythonless(tmp_path: Path, stderr: str, error: type,
+                                                                   says: str) -> None:  # fmt: skip
+    """Apptainer's own failure (a bind it cannot see) is not the image's missing Python."""
+    exe = tmp_path / "apptainer"
+    exe.write_text(f"#!/bin/sh\necho '{stderr}' >&2\nexit 255\n")
+    exe.chmod(0o755)
+    with pytest.raises(error, match=says) as info:
+        find_python(ContainerRun(exe=str(exe), image=tmp_path / "v.sif"), None)
+    assert stderr in (info.value.details or "")
