@@ -7,6 +7,7 @@ directory share a file system here (/home, /tmp), so the linked install is what 
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -59,3 +60,20 @@ def test_a_post_install_script_never_writes_into_the_users_cache(user: User, pla
     assert after == before
     tail = ok(run([prefix / "bin" / "python", "-c", "import six; print(open(six.__file__).read()[-19:])"], user=user))
     assert tail.stdout == "# changed in place\n\n"
+
+
+def test_a_second_create_takes_the_byte_code_from_sqenvs_cache(user: User, place: Path) -> None:
+    """The same packages again: every `.pyc` comes from sqenv's cache (none compiled), and the image
+    is the one a cold build makes (which is the one uv's own compiling gives, above)."""
+    env = {"SQENV_CACHE_DIR": str(place / "sqenv-cache")}  # cold at first, whatever ran before
+    first, second = place / "first", place / "second"
+    cold = ok(sqenv("create", first, *PINS, "--python", BASE_PYTHON, "-v", user=user, env=env)).stderr
+    warm = ok(sqenv("create", second, *PINS, "--python", BASE_PYTHON, "-v", user=user, env=env)).stderr
+    assert "from sqenv's cache" not in cold
+    files = re.search(r"byte code \(([\d,]+) files", cold)
+    assert files and int(files[1]) > 5  # six.py and cowsay's modules
+    assert f"({files[1]} files, {files[1]} from sqenv's cache;" in warm
+    a, b = next(first.glob("v1-*.sqfs")), next(second.glob("v1-*.sqfs"))
+    assert a.read_bytes() == b.read_bytes()
+    valid = ok(run([second / "bin" / "python", "-v", "-c", "import six"], user=user)).stderr
+    assert "six.cpython-311.pyc matches" in valid

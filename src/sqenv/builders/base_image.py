@@ -147,7 +147,7 @@ def find_python(run: ContainerRun, requested: str | None) -> tuple[str, dict]:
         if "container creation failed" in proc.stderr:  # Apptainer's own, before any Python ran
             raise BuildError(f"{Path(run.exe).name} could not start `{run.image.name}`",
                              "see its FATAL line: the build binds the staging directory and sqenv's"
-                             " own uv into the container, so Apptainer must see both", tail)  # fmt: skip
+                             " own uv into the container, so Apptainer must see both", tail) from None  # fmt: skip
         raise InputError(f"the base image `{run.image.name}` has no working Python {where}",
                          "name the container's interpreter with `--python /path/inside/the/image`",
                          tail or None) from None  # fmt: skip

@@ -98,8 +98,7 @@ def build(ctx: BuildContext) -> BuildResult:
             artifacts.prefetch(names, ctx.spec.index.record())
         if link and found is not None:
             with ctx.ui.phase("Compiling the installed packages' byte code") as step:
-                count = bytecode.compile_new(ctx, found, before)
-                step.summary = f"{count:,} file{'s' if count != 1 else ''}"
+                step.summary = bytecode.compile_new(ctx, found, before).summary()
     found = site_packages(ctx.staging)
     if found is not None:
         shims.install(found)

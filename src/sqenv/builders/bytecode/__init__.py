@@ -7,7 +7,13 @@ every `.pyc` as the code's file name: images of one lock would differ and
 tracebacks would name the build directory. So uv installs without compiling
 and this step compiles the same files the way uv does (`compileall.compile_file`
 with `force=True`, errors muted like pip and uv, one interpreter per core),
-through the mount: the `.pyc` files are byte for byte what uv writes.
+through the mount: the `.pyc` files are what uv writes, with the image's fixed
+time in their headers (what `sqenv.pack.reproducible` would put there).
+
+Those bytes depend only on the file, the interpreter and that fixed path and
+time, so finished `.pyc` files are kept in sqenv's cache and hard-linked again
+by the next build of the same packages, as uv does with the files themselves:
+compiling was most of a create's time (`worker.py`).
 
 Only the distributions that install added are compiled (uv compiles what it
 installs, not the packages `uv venv --seed` put there), found by their
@@ -18,29 +24,16 @@ from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqenv.builders.base import BuildContext
+from sqenv.builders.workdir import check_cache_dir
+from sqenv.config import cache_dir
+from sqenv.pack.reproducible import epoch
 
-# Runs in the environment's interpreter (argv: workers, the file listing the paths, one a line):
-# that many interpreters, worker N compiling every Nth path of the list, all at once, like uv's
-# pool (no pipes: a worker fed through one would hold the next back until its pipe drained).
-_COMPILE = r"""
-import subprocess, sys
-WORKER = '''
-import compileall, sys, warnings
-n, jobs = int(sys.argv[2]), int(sys.argv[3])
-with open(sys.argv[1], encoding="utf-8", errors="surrogateescape") as fh:
-    paths = [p for p in fh.read().split(chr(10)) if p][n::jobs]
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore")
-    for path in paths:
-        compileall.compile_file(path, force=True, quiet=2)
-'''
-jobs = max(1, int(sys.argv[1]))
-procs = [subprocess.Popen([sys.executable, "-c", WORKER, sys.argv[2], str(n), str(jobs)]) for n in range(jobs)]
-sys.exit(max(proc.wait() for proc in procs))
-"""
+WORKER = Path(__file__).with_name("worker.py")
+"""Run by the environment's interpreter: compiles, through the cache (`worker.py` says how)."""
 
 
 def dist_infos(site_packages: Path | None) -> set[str]:
@@ -77,22 +70,47 @@ def cpus() -> int:
         return os.cpu_count() or 1
 
 
-def compile_new(ctx: BuildContext, site_packages: Path, before: set[str], jobs: int | None = None) -> int:
+@dataclass(frozen=True)
+class Compiled:
+    """What `compile_new` did: files given to the compiler, pycs taken from the cache, pycs made."""
+
+    files: int = 0
+    taken: int = 0
+    compiled: int = 0
+
+    def summary(self) -> str:
+        text = f"{self.files:,} file{'s' if self.files != 1 else ''}"
+        return text + (f", {self.taken:,} from sqenv's cache" if self.taken else "")
+
+
+def compile_new(ctx: BuildContext, site_packages: Path, before: set[str], jobs: int | None = None) -> Compiled:
     """Compile the `.py` files of the distributions added since `before` (names of dist-info
-    directories), seen at the mount path; how many files were given to the compiler."""
+    directories), seen at the mount path."""
     rel_site = site_packages.relative_to(ctx.staging)
     mounted = Path(ctx.mount_path) / rel_site
     added = sorted(dist_infos(site_packages) - before)
     files = [str(mounted / rel) for info in added for rel in sources_of(site_packages, info)]
     files = [f for f in files if "\n" not in f and "\r" not in f]
     if not files:
-        return 0
+        return Compiled()
     listing = ctx.workdir / "compile.list"
     listing.write_text("".join(f + "\n" for f in files), encoding="utf-8", errors="surrogateescape")
     workers = str(min(jobs or cpus(), len(files)))
-    ctx.run(
-        [f"{ctx.mount_path}/bin/python", "-c", _COMPILE, workers, str(listing)],
+    output = ctx.run(
+        [f"{ctx.mount_path}/bin/python", "-s", str(WORKER), str(listing), str(cache_of(ctx) or ""),
+         str(epoch()), workers, ctx.mount_path, str(ctx.staging)],
         what="byte-compiling the installed packages",
-    )
+    )  # fmt: skip
     listing.unlink(missing_ok=True)
-    return len(files)
+    counts = [line.split()[1:] for line in output.splitlines() if line.startswith("sqenv-bytecode ")]
+    return Compiled(files=len(files), taken=sum(int(t) for t, _ in counts), compiled=sum(int(c) for _, c in counts))
+
+
+def cache_of(ctx: BuildContext) -> Path | None:
+    """sqenv's cache of finished `.pyc` files (`cache_dir()/bytecode`, made 0700 and checked like
+    uv's: an entry another user could plant would be their code in the image); None to compile
+    everything again (SQENV_BYTECODE_CACHE=0)."""
+    if os.environ.get("SQENV_BYTECODE_CACHE", "").lower() in ("0", "no", "off", "false"):
+        return None
+    return check_cache_dir(cache_dir() / "bytecode", "sqenv's byte-code cache",
+                           "set SQENV_CACHE_DIR to a directory of yours that others cannot write to")  # fmt: skip

@@ -1,0 +1,107 @@
+"""The byte-code step's cache of finished `.pyc` files (`sqenv.builders.bytecode.worker`): what it
+takes from the cache is exactly what compiling would have written, and nothing else is taken."""
+
+from __future__ import annotations
+
+import compileall
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sqenv.builders import bytecode
+from sqenv.builders.bytecode import Compiled
+from sqenv.errors import InputError
+from sqenv.pack.reproducible import retime_pyc
+
+EPOCH = 315532800
+SOURCES = {"pkg/__init__.py": "X = 1\n", "pkg/mod.py": "def f():\n    return 2\n", "broken.py": "def (:\n"}
+
+
+def tree(root: Path, sources: dict[str, str] = SOURCES) -> list[str]:
+    for rel, text in sources.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return [str(root / rel) for rel in sources]
+
+
+def compile_with(root: Path, cache: Path | str, files: list[str], *, jobs: int = 2, env: dict | None = None
+                 ) -> Compiled:  # fmt: skip
+    """The worker as `compile_new` runs it, with the tree at its own path (mount = staging)."""
+    listing = root.parent / f"{root.name}.list"
+    listing.write_text("".join(f + "\n" for f in files))
+    clean = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "PYTHONDONTWRITEBYTECODE")}
+    env = clean | (env or {})
+    proc = subprocess.run([sys.executable, "-s", str(bytecode.WORKER), str(listing), str(cache), str(EPOCH), str(jobs),
+                           str(root), str(root)], capture_output=True, text=True, env=env, check=True)  # fmt: skip
+    counts = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("sqenv-bytecode ")]
+    assert len(counts) == jobs
+    return Compiled(len(files), sum(int(t) for t, _ in counts), sum(int(c) for _, c in counts))
+
+
+def pycs(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.pyc"))}
+
+
+def test_the_pycs_are_what_compileall_and_the_pack_step_would_make(tmp_path: Path) -> None:
+    root = tmp_path / "root"  # one path for both: it is written into the code objects
+    tree(root)
+    for path in root.rglob("*.py"):  # the old way: compileall, then the image's time stamped in
+        compileall.compile_file(str(path), force=True, quiet=2)
+    retime_pyc(root, EPOCH)
+    theirs = pycs(root)
+    shutil.rmtree(root)
+    done = compile_with(root, tmp_path / "cache", tree(root))
+    assert done == Compiled(files=3, taken=0, compiled=2)  # broken.py: no pyc, as with compileall
+    assert pycs(root) == theirs
+    assert len(theirs) == 2
+
+
+def test_a_second_build_links_them_from_the_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first, second = tmp_path / "a" / "root", tmp_path / "b" / "root"
+    compile_with(first, cache, tree(first))
+    made = pycs(first)
+    # the same files at the same path (the mount path, in a create): all taken, none compiled
+    os.rename(first, tmp_path / "a" / "old")
+    files = tree(first)
+    assert compile_with(first, cache, files) == Compiled(files=3, taken=2, compiled=0)
+    assert pycs(first) == made
+    linked = first / "pkg" / "__pycache__" / f"mod.{sys.implementation.cache_tag}.pyc"
+    assert linked.stat().st_ino in {p.stat().st_ino for p in cache.rglob("*.pyc")}  # the cache's entry, no copy
+    # another path is other code (the path is in the code objects): compiled, not taken
+    assert compile_with(second, cache, tree(second)) == Compiled(files=3, taken=0, compiled=2)
+
+
+def test_a_changed_source_or_interpreter_setting_is_compiled_again(tmp_path: Path) -> None:
+    cache, root = tmp_path / "cache", tmp_path / "root"
+    compile_with(root, cache, tree(root))
+    changed = tree(root, {**SOURCES, "pkg/mod.py": "def f():\n    return 3\n"})
+    assert compile_with(root, cache, changed) == Compiled(files=3, taken=1, compiled=1)
+    env = {"PYTHONDONTWRITEBYTECODE": "1", "SOURCE_DATE_EPOCH": "0"}  # hash-based pycs, as compileall makes then
+    assert compile_with(root, cache, changed, env=env) == Compiled(files=3, taken=0, compiled=2)
+    head = (root / "pkg" / "__pycache__" / f"mod.{sys.implementation.cache_tag}.pyc").read_bytes()[4:8]
+    assert head != b"\0\0\0\0"
+
+
+def test_without_a_cache_everything_is_compiled(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    files = tree(root)
+    assert compile_with(root, "", files, jobs=1) == Compiled(files=3, taken=0, compiled=2)
+    assert compile_with(root, "", files, jobs=1) == Compiled(files=3, taken=0, compiled=2)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_cache_others_can_write_to_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # not sticky: anyone could plant byte code in it
+    monkeypatch.setenv("SQENV_CACHE_DIR", str(shared / "sqenv"))
+    monkeypatch.delenv("SQENV_BYTECODE_CACHE", raising=False)
+    with pytest.raises(InputError, match=r"sqenv's byte-code cache .* is not safe to use: .* writable by every user"):
+        bytecode.cache_of(None)  # type: ignore[arg-type]
+    monkeypatch.setenv("SQENV_BYTECODE_CACHE", "0")
+    assert bytecode.cache_of(None) is None  # type: ignore[arg-type]
