@@ -54,10 +54,14 @@ def test_the_pycs_are_what_compileall_and_the_pack_step_would_make(tmp_path: Pat
     retime_pyc(root, EPOCH)
     theirs = pycs(root)
     shutil.rmtree(root)
-    done = compile_with(root, tmp_path / "cache", tree(root))
+    cache = tmp_path / "cache"
+    done = compile_with(root, cache, tree(root))
     assert done == Compiled(files=3, taken=0, compiled=2)  # broken.py: no pyc, as with compileall
     assert pycs(root) == theirs
     assert len(theirs) == 2
+    # written once, in the cache, and linked into the build (no second file, nothing to copy later)
+    entries = {p.stat().st_ino for p in cache.rglob("*.pyc")}
+    assert len(entries) == 2 and {p.stat().st_ino for p in root.rglob("*.pyc")} == entries
 
 
 def test_a_second_build_links_them_from_the_cache(tmp_path: Path) -> None:

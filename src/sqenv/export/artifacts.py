@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import html
+import json
 import re
 import threading
 import urllib.parse
@@ -45,6 +46,15 @@ def installed_wheels(site_packages: Path) -> dict[str, frozenset]:
 
 
 def _pick(links: list[tuple[str, str | None]], name: str, version: str, tags: frozenset) -> tuple[str, str] | None:
+    """The link of the installed wheel: first among files whose name shows the version as installed
+    (a cheap look at each), then, should none match, among all of them."""
+    marker = f"-{version}-"
+    likely = [link for link in links if marker in link[0]]
+    found = _pick_among(likely, name, version, tags)
+    return found or (_pick_among(links, name, version, tags) if likely != links else None)
+
+
+def _pick_among(links, name: str, version: str, tags: frozenset) -> tuple[str, str] | None:
     for url, digest in links:
         filename = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
         if not filename.endswith(".whl") or not digest:
@@ -105,11 +115,24 @@ def _page_once(index: str, name: str) -> list[tuple[str, str | None]]:
     return fetch.result() if fetch is not None else _page(index, name)
 
 
+_JSON = "application/vnd.pypi.simple.v1+json"
+"""PEP 691's form of the simple page: PyPI (and most mirrors) answer with it when asked, parsed in C
+where the HTML form takes Python regexes over every link (numpy's page: thousands), while the
+build's byte-compiling wants the CPUs."""
+
+
 def _page(index: str, name: str) -> list[tuple[str, str | None]]:
     base = index.rstrip("/") + "/" + canonicalize_name(name) + "/"
-    request = urllib.request.Request(base, headers={"Accept": "text/html"})
+    request = urllib.request.Request(base, headers={"Accept": f"{_JSON}, text/html;q=0.1"})
     with urllib.request.urlopen(request, timeout=TIMEOUT) as resp:
-        text = resp.read().decode("utf-8", "replace")
+        data = resp.read()
+        kind = resp.headers.get_content_type()
+    if kind == _JSON:
+        files = json.loads(data).get("files", [])
+        # (PyPI's are absolute: joined only where they are not, which is most of the work otherwise)
+        return [(f["url"] if "://" in f["url"] else urllib.parse.urljoin(base, f["url"]),
+                 (f.get("hashes") or {}).get("sha256")) for f in files]  # fmt: skip
+    text = data.decode("utf-8", "replace")
     links = []
     for href in _HREF.findall(text):
         url, _, fragment = html.unescape(href).partition("#")

@@ -51,33 +51,33 @@ def _source_of(pyc: Path) -> Path | None:
 def retime_pyc(root: Path, when: int) -> int:
     """Give every valid timestamp-based pyc under root the source time `when`; how many were changed."""
     changed = 0
-    stamp = struct.pack("<I", when & 0xFFFFFFFF)
     for dirpath, _dirs, files in os.walk(root):
-        if not dirpath.endswith("__pycache__"):
-            continue
-        for name in files:
-            if not name.endswith(".pyc"):
-                continue
-            pyc = Path(dirpath, name)
-            source = _source_of(pyc)
-            try:
-                if source is None or pyc.is_symlink() or not source.is_file():
-                    continue
-                st = source.stat()
-                with pyc.open("rb") as fh:
-                    head = fh.read(16)
-                if len(head) < 16 or struct.unpack("<I", head[4:8])[0] != 0:
-                    continue  # hash-based pycs name no time
-                mtime, size = struct.unpack("<II", head[8:16])
-                if mtime != int(st.st_mtime) & 0xFFFFFFFF or size != st.st_size & 0xFFFFFFFF:
-                    continue  # already stale: left as it is
-                if head[8:12] == stamp:
-                    continue
-                _write_stamp(pyc, stamp)
-                changed += 1
-            except OSError:
-                continue
+        if dirpath.endswith("__pycache__"):
+            changed += sum(retime_one(Path(dirpath, name), when) for name in files if name.endswith(".pyc"))
     return changed
+
+
+def retime_one(pyc: Path, when: int) -> bool:
+    """`retime_pyc` for one file in a `__pycache__` (not a symlink: the caller saw it): whether it changed."""
+    stamp = struct.pack("<I", when & 0xFFFFFFFF)
+    source = _source_of(pyc)
+    try:
+        if source is None or pyc.is_symlink():
+            return False
+        st = source.stat()
+        with pyc.open("rb") as fh:
+            head = fh.read(16)
+        if len(head) < 16 or struct.unpack("<I", head[4:8])[0] != 0:
+            return False  # hash-based pycs name no time
+        mtime, size = struct.unpack("<II", head[8:16])
+        if mtime != int(st.st_mtime) & 0xFFFFFFFF or size != st.st_size & 0xFFFFFFFF:
+            return False  # already stale (or stamped already by the byte-code step): left as it is
+        if head[8:12] == stamp:
+            return False
+        _write_stamp(pyc, stamp)
+        return True
+    except OSError:
+        return False
 
 
 def _write_stamp(pyc: Path, stamp: bytes) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqenv.errors import PackError
 from sqenv.launch import IMAGE_MARKER
-from sqenv.pack.reproducible import mksquashfs_args, retime_pyc
+from sqenv.pack.reproducible import mksquashfs_args, retime_one
 from sqenv.tools.diagnose import classify_mksquashfs
 from sqenv.tools.progress import PackProgress
 from sqenv.tools.run import run
@@ -47,14 +47,27 @@ class Image:
                 "files_inside": self.files_inside, "readable": True}  # fmt: skip
 
 
-def tree_stats(root: Path) -> tuple[int, int]:
-    """Bytes and number of entries (files, dirs, links) under root."""
+def tree_stats(root: Path, epoch: int | None = None) -> tuple[int, int]:
+    """Bytes and number of entries (files, dirs, links) under root; with `epoch`, every valid pyc
+    met on the way gets it (`sqenv.pack.reproducible.retime_one`): one walk of the tree, not two."""
     size = count = 0
-    for _dirpath, dirnames, filenames in os.walk(root):
-        count += len(dirnames) + len(filenames)
-        for name in filenames:
+    stack = [str(root)]
+    while stack:
+        where = stack.pop()
+        try:
+            entries = list(os.scandir(where))
+        except OSError:
+            continue
+        count += len(entries)
+        in_cache = epoch is not None and where.endswith("__pycache__")
+        for entry in entries:
             try:
-                size += os.lstat(os.path.join(_dirpath, name)).st_size
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                    continue
+                if in_cache and entry.name.endswith(".pyc") and not entry.is_symlink() and epoch is not None:
+                    retime_one(Path(entry.path), epoch)
+                size += entry.stat(follow_symlinks=False).st_size
             except OSError:
                 pass
     return size, count
@@ -90,9 +103,7 @@ def pack(
     marker as a layer of its own, and the sizes come from mksquashfs's summary."""
     if not enter:
         (staging / IMAGE_MARKER).write_text("sqenv image\n" if epoch is not None else uuid.uuid4().hex + "\n")
-        if epoch is not None:
-            retime_pyc(staging, epoch)
-    installed, count = tree_stats(staging) if not enter else (0, 0)
+    installed, count = tree_stats(staging, epoch) if not enter else (0, 0)
     argv = [
         *enter,
         "mksquashfs",

@@ -97,8 +97,10 @@ class Compiler:
         data = self.compile(path, real, source)
         if data is None:
             return
-        bootstrap._write_atomic(cfile, data, mode)
         self.compiled += 1
+        if entry is not None and self.store(entry, data, mode) and self.take(entry, cfile, mode):
+            return
+        bootstrap._write_atomic(cfile, data, mode)
         if entry is not None:
             self.keep(cfile, entry)
 
@@ -123,9 +125,11 @@ class Compiler:
         """The cached pyc at `cfile`: hard-linked (nothing writes through it: a pyc Python replaces
         is a new file), copied across file systems; False when there is none."""
         try:
-            if os.path.lexists(cfile):
+            try:
+                os.link(entry, cfile)
+            except FileExistsError:
                 os.unlink(cfile)
-            os.link(entry, cfile)
+                os.link(entry, cfile)
             return True
         except FileNotFoundError:
             return False
@@ -137,6 +141,30 @@ class Compiler:
                 return False
             bootstrap._write_atomic(cfile, data, mode)
             return True
+
+    def store(self, entry, data, mode):
+        """A new entry written in the cache as a nameless file and linked in whole (another build
+        may have added it first), to be linked into the build: its inode is allocated once, in
+        the cache, and a killed build leaves nothing half-written. False where the file system
+        has no O_TMPFILE (the pyc is then written in the build and linked into the cache)."""
+        where = os.path.dirname(entry)
+        try:
+            self.ensure_dir(where)
+            fd = os.open(where, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode & 0o666)
+        except (AttributeError, OSError):
+            return False
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.link(f"/proc/self/fd/{fd}", entry)  # linkat(AT_SYMLINK_FOLLOW): the file itself
+        except FileExistsError:
+            pass  # the same bytes, from another build
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
 
     def keep(self, cfile, entry):
         """A new entry: the finished pyc linked in whole (another build may have added it first)."""
