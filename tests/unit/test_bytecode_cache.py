@@ -4,6 +4,7 @@ takes from the cache is exactly what compiling would have written, and nothing e
 from __future__ import annotations
 
 import compileall
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -109,3 +110,19 @@ def test_a_cache_others_can_write_to_is_refused(tmp_path: Path, monkeypatch: pyt
         bytecode.cache_of(None)  # type: ignore[arg-type]
     monkeypatch.setenv("SQENV_BYTECODE_CACHE", "0")
     assert bytecode.cache_of(None) is None  # type: ignore[arg-type]
+
+
+def test_new_entries_are_written_as_nameless_files_linked_in_whole(tmp_path: Path) -> None:
+    """O_TMPFILE + linkat through /proc: the pyc's inode is made in the cache, once (the other way,
+    writing it in the build first, is what file systems without O_TMPFILE get)."""
+    spec = importlib.util.spec_from_file_location("sqenv_bytecode_worker", bytecode.WORKER)
+    assert spec and spec.loader
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    compiler = worker.Compiler(str(tmp_path / "cache"), EPOCH, str(tmp_path), str(tmp_path))
+    entry = tmp_path / "cache" / "ab" / "cdef.pyc"
+    assert compiler.store(str(entry), b"pyc bytes", 0o644)
+    assert compiler.nameless
+    assert entry.read_bytes() == b"pyc bytes" and entry.stat().st_nlink == 1
+    assert compiler.store(str(entry), b"pyc bytes", 0o644)  # another build's: kept as it is
+    assert sorted(p.name for p in entry.parent.iterdir()) == ["cdef.pyc"]  # nothing else left there

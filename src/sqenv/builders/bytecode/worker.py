@@ -61,6 +61,8 @@ class Compiler:
             self.cache = ""  # each pyc would name its own source's time
         self.made = set()  # directories known to exist
         self.taken = self.compiled = 0
+        self.nameless = True  # new entries written as O_TMPFILE files (`store`) while that works
+        self.folders = {}
         self.umask = os.umask(0)
         os.umask(self.umask)
         facts = (sys.implementation.cache_tag, sys.version, sys.implementation.name, sys.flags.optimize,
@@ -145,26 +147,39 @@ class Compiler:
     def store(self, entry, data, mode):
         """A new entry written in the cache as a nameless file and linked in whole (another build
         may have added it first), to be linked into the build: its inode is allocated once, in
-        the cache, and a killed build leaves nothing half-written. False where the file system
-        has no O_TMPFILE (the pyc is then written in the build and linked into the cache)."""
-        where = os.path.dirname(entry)
+        the cache, and a killed build leaves nothing half-written. False where that cannot be
+        done (no O_TMPFILE, no /proc): the pyc is then written in the build and linked into the cache."""
+        if not self.nameless:
+            return False
+        where, name = os.path.split(entry)
         try:
-            self.ensure_dir(where)
+            folder = self.folder(where)
             fd = os.open(where, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode & 0o666)
         except (AttributeError, OSError):
+            self.nameless = False
             return False
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.link(f"/proc/self/fd/{fd}", entry)  # linkat(AT_SYMLINK_FOLLOW): the file itself
+            # linkat(AT_SYMLINK_FOLLOW), which a dir fd makes os.link use: plain link(2) would
+            # link the /proc symlink itself (EXDEV)
+            os.link(f"/proc/self/fd/{fd}", name, src_dir_fd=folder, dst_dir_fd=folder)
         except FileExistsError:
             pass  # the same bytes, from another build
         except OSError:
+            self.nameless = False  # not here: written the other way from now on
             return False
         finally:
             os.close(fd)
         return True
+
+    def folder(self, where):
+        """A directory fd of a cache folder (kept: a few hundred at most)."""
+        if where not in self.folders:
+            self.ensure_dir(where)
+            self.folders[where] = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self.folders[where]
 
     def keep(self, cfile, entry):
         """A new entry: the finished pyc linked in whole (another build may have added it first)."""
