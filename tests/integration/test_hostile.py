@@ -366,3 +366,36 @@ print(tree.exists(), oct(outside.stat().st_mode & 0o777))
     ok(run(["chown", f"{victim.uid}:{victim.gid}", str(sticky_dir)]))
     out = ok(run([sys.executable, "-c", code, str(sticky_dir)], user=victim)).stdout.split()
     assert out == ["False", "0o555"]
+
+
+@pytest.mark.parametrize("plant", ["symlink-to-the-shared-dir", "attackers-parent-dir"])
+def test_a_byte_code_cache_another_user_can_reach_is_refused(
+    victim: User, hostile: User, sticky_dir: Path, plant: str
+) -> None:
+    """Byte code from the cache goes into the image as it is: Mallory must not be able to put hers
+    there, neither by a `bytecode` symlink into a sticky shared directory (where she can write
+    entries) nor by owning a directory above the victim's cache (she could swap it)."""
+    if plant == "symlink-to-the-shared-dir":
+        cache = sticky_dir  # the victim's SQENV_CACHE_DIR: a shared directory like /tmp
+        as_user(hostile, f"ln -s {sticky_dir} {sticky_dir}/bytecode")
+        said = "is a symbolic link"
+    else:
+        as_user(hostile, f"mkdir -m 1777 {sticky_dir}/mallory")
+        cache = sticky_dir / "mallory" / "victim"
+        said = f"`{sticky_dir}/mallory` belongs to another user (uid {hostile.uid})"
+    prefix = sticky_dir / "env"
+    env = {"SQENV_CACHE_DIR": str(cache), "SQENV_BUILD_DIR": str(victim.home / "build")}
+    proc = sqenv("create", prefix, "six==1.16.0", "--python", "/usr/bin/python3", user=victim, env=env)
+    assert proc.returncode == 2, proc
+    assert "sqenv's byte-code cache" in proc.stderr and said in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not prefix.exists()
+
+
+def test_an_unwritable_log_directory_is_one_clear_line(victim: User, sticky_dir: Path) -> None:
+    cache = sticky_dir / "ro"
+    as_user(victim, f"mkdir -m 500 {cache}")
+    proc = sqenv("create", sticky_dir / "env", "six", "--python", "/usr/bin/python3", user=victim,
+                 env={"SQENV_CACHE_DIR": str(cache)})  # fmt: skip
+    assert proc.returncode == 2, proc
+    assert f"cannot write sqenv's logs in `{cache}/logs`: Permission denied" in proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr

@@ -106,7 +106,7 @@ def test_a_cache_others_can_write_to_is_refused(tmp_path: Path, monkeypatch: pyt
     shared.chmod(0o777)  # not sticky: anyone could plant byte code in it
     monkeypatch.setenv("SQENV_CACHE_DIR", str(shared / "sqenv"))
     monkeypatch.delenv("SQENV_BYTECODE_CACHE", raising=False)
-    with pytest.raises(InputError, match=r"sqenv's byte-code cache .* is not safe to use: .* writable by every user"):
+    with pytest.raises(InputError, match=r"byte-code cache .* is not safe to use: others may rename what is in"):
         bytecode.cache_of(None)  # type: ignore[arg-type]
     monkeypatch.setenv("SQENV_BYTECODE_CACHE", "0")
     assert bytecode.cache_of(None) is None  # type: ignore[arg-type]
@@ -126,3 +126,32 @@ def test_new_entries_are_written_as_nameless_files_linked_in_whole(tmp_path: Pat
     assert entry.read_bytes() == b"pyc bytes" and entry.stat().st_nlink == 1
     assert compiler.store(str(entry), b"pyc bytes", 0o644)  # another build's: kept as it is
     assert sorted(p.name for p in entry.parent.iterdir()) == ["cdef.pyc"]  # nothing else left there
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "fifo", "read-only", "symlink"])
+def test_a_damaged_entry_is_compiled_again_and_replaced(tmp_path: Path, damage: str) -> None:
+    """A crash or a full disk can leave a short entry, a user can chmod the cache: such an entry
+    is never linked into an image (which would break an import, or change the image's modes)."""
+    cache, root = tmp_path / "cache", tmp_path / "root"
+    compile_with(root, cache, tree(root), jobs=1)
+    good = pycs(root)
+    entry = max(cache.rglob("*.pyc"), key=lambda p: p.stat().st_size)
+    data = entry.read_bytes()
+    entry.unlink()
+    if damage == "truncated":
+        entry.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        entry.write_bytes(data[:16] + b"\xff" * (len(data) - 16))
+    elif damage == "fifo":
+        os.mkfifo(entry)  # would block a plain open() for ever
+    elif damage == "read-only":
+        entry.write_bytes(data)
+        entry.chmod(0o444)
+    else:
+        (tmp_path / "elsewhere.pyc").write_bytes(data)
+        entry.symlink_to(tmp_path / "elsewhere.pyc")
+    os.rename(root, tmp_path / "old")
+    assert compile_with(root, cache, tree(root), jobs=1) == Compiled(files=3, taken=1, compiled=1)
+    assert pycs(root) == good
+    assert entry.is_file() and not entry.is_symlink() and entry.read_bytes() == data  # replaced
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in root.rglob("*.pyc"))

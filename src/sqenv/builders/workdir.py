@@ -160,7 +160,11 @@ def log_file(what: str, keep: int = 20) -> Path:
     from sqenv.config import cache_dir
 
     logs = cache_dir() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    for old in sorted(logs.glob("*.log"), key=lambda p: p.stat().st_mtime)[:-keep]:
-        old.unlink(missing_ok=True)
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        for old in sorted(logs.glob("*.log"), key=lambda p: p.stat().st_mtime)[:-keep]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        hint = "set SQENV_CACHE_DIR to a directory of yours (or `cache_dir` in the config)"
+        raise InputError(f"cannot write sqenv's logs in `{logs}`: {exc.strerror}", hint) from None
     return logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{what}-{os.getpid()}.log"

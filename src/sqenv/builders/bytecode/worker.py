@@ -21,14 +21,18 @@ gives the same bytes in every build: a key over all of these finds it again. An 
 added by linking a complete file, so a killed build leaves none half-written; CACHE "" means none.
 """
 
+import errno
 import hashlib
 import importlib._bootstrap_external as bootstrap
 import importlib.machinery
 import importlib.util
+import marshal
 import os
 import py_compile
+import stat
 import subprocess
 import sys
+import types
 import warnings
 
 VERSION = b"sqenv-pyc-1"
@@ -62,7 +66,7 @@ class Compiler:
         self.made = set()  # directories known to exist
         self.taken = self.compiled = 0
         self.nameless = True  # new entries written as O_TMPFILE files (`store`) while that works
-        self.folders = {}
+        self.anchor = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # makes os.link use linkat
         self.umask = os.umask(0)
         os.umask(self.umask)
         facts = (sys.implementation.cache_tag, sys.version, sys.implementation.name, sys.flags.optimize,
@@ -93,14 +97,14 @@ class Compiler:
             key = hashlib.sha256(b"\0".join([self.salt, os.fsencode(path), b"%o" % (mode & 0o666), source])).hexdigest()
             entry = os.path.join(self.cache, key[:2], key[2:] + ".pyc")
         self.ensure_dir(os.path.dirname(cfile))
-        if entry is not None and self.take(entry, cfile, mode):
+        if entry is not None and self.take(entry, cfile, mode, source):
             self.taken += 1
             return
         data = self.compile(path, real, source)
         if data is None:
             return
         self.compiled += 1
-        if entry is not None and self.store(entry, data, mode) and self.take(entry, cfile, mode):
+        if entry is not None and self.store(entry, data, mode) and self.take(entry, cfile, mode, source, data):
             return
         bootstrap._write_atomic(cfile, data, mode)
         if entry is not None:
@@ -123,26 +127,74 @@ class Compiler:
             os.makedirs(path, exist_ok=True)
             self.made.add(path)
 
-    def take(self, entry, cfile, mode):
-        """The cached pyc at `cfile`: hard-linked (nothing writes through it: a pyc Python replaces
-        is a new file), copied across file systems; False when there is none."""
+    def take(self, entry, cfile, mode, source, made=None):
+        """The cached pyc at `cfile`, hard-linked (nothing writes through it: a pyc Python replaces
+        is a new file) or copied across file systems; False when there is none. It is checked
+        first, and linked through the descriptor it was checked by: a regular file with the mode
+        this pyc gets, this interpreter's header for this source and code that loads. Anything
+        else (a crash or a full disk can leave a short file) is removed and compiled again. `made`:
+        the bytes this worker just compiled for it (compared, not unmarshalled again)."""
         try:
-            try:
-                os.link(entry, cfile)
-            except FileExistsError:
-                os.unlink(cfile)
-                os.link(entry, cfile)
-            return True
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
-        except OSError:  # another file system, or links refused: a copy
+        except OSError:
+            return self.drop(entry)  # a symlink (ELOOP), unreadable: not ours to use
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode & 0o666 & ~self.umask:
+                return self.drop(entry)
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data = fh.read()
+            if not (data == made if made is not None else self.valid(data, source)):
+                return self.drop(entry)
             try:
-                with open(entry, "rb") as fh:
-                    data = fh.read()
-            except OSError:
-                return False
-            bootstrap._write_atomic(cfile, data, mode)
+                self.link(f"/proc/self/fd/{fd}", cfile)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                bootstrap._write_atomic(cfile, data, mode)  # another file system: a copy
             return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def valid(self, data, source):
+        """Whether `data` is the pyc this source compiles to here, as far as can be told without
+        compiling: header (magic, kind, time and size or source hash) and code that unmarshals."""
+        if len(data) <= 16 or data[:4] != importlib.util.MAGIC_NUMBER:
+            return False
+        flags = int.from_bytes(data[4:8], "little")
+        if self.mode == py_compile.PycInvalidationMode.TIMESTAMP:
+            stamp = bootstrap._pack_uint32(self.epoch) + bootstrap._pack_uint32(len(source))
+            expected = flags == 0 and data[8:16] == stamp
+        else:
+            checked = self.mode == py_compile.PycInvalidationMode.CHECKED_HASH
+            expected = flags == (0b11 if checked else 0b01) and data[8:16] == importlib.util.source_hash(source)
+        if not expected:
+            return False
+        try:
+            return isinstance(marshal.loads(memoryview(data)[16:]), types.CodeType)
+        except (EOFError, ValueError, TypeError):
+            return False
+
+    def drop(self, entry):
+        """A bad entry out of the cache (ours: the cache is private), so a good one takes its name."""
+        try:
+            os.unlink(entry)
+        except OSError:
+            pass
+        return False
+
+    def link(self, source, cfile):
+        """linkat(AT_SYMLINK_FOLLOW) of `source` (a /proc/self/fd link: the file itself) to `cfile`,
+        which a dir fd makes os.link use (plain link(2) would link the /proc symlink: EXDEV)."""
+        try:
+            os.link(source, cfile, src_dir_fd=self.anchor, dst_dir_fd=self.anchor)
+        except FileExistsError:
+            os.unlink(cfile)
+            os.link(source, cfile, src_dir_fd=self.anchor, dst_dir_fd=self.anchor)
 
     def store(self, entry, data, mode):
         """A new entry written in the cache as a nameless file and linked in whole (another build
@@ -151,9 +203,9 @@ class Compiler:
         done (no O_TMPFILE, no /proc): the pyc is then written in the build and linked into the cache."""
         if not self.nameless:
             return False
-        where, name = os.path.split(entry)
+        where = os.path.dirname(entry)
         try:
-            folder = self.folder(where)
+            self.ensure_dir(where)
             fd = os.open(where, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode & 0o666)
         except (AttributeError, OSError):
             self.nameless = False
@@ -162,24 +214,15 @@ class Compiler:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            # linkat(AT_SYMLINK_FOLLOW), which a dir fd makes os.link use: plain link(2) would
-            # link the /proc symlink itself (EXDEV)
-            os.link(f"/proc/self/fd/{fd}", name, src_dir_fd=folder, dst_dir_fd=folder)
+            os.link(f"/proc/self/fd/{fd}", entry, src_dir_fd=self.anchor, dst_dir_fd=self.anchor)
         except FileExistsError:
-            pass  # the same bytes, from another build
+            pass  # from another build: `take` checks it
         except OSError:
             self.nameless = False  # not here: written the other way from now on
             return False
         finally:
             os.close(fd)
         return True
-
-    def folder(self, where):
-        """A directory fd of a cache folder (kept: a few hundred at most)."""
-        if where not in self.folders:
-            self.ensure_dir(where)
-            self.folders[where] = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        return self.folders[where]
 
     def keep(self, cfile, entry):
         """A new entry: the finished pyc linked in whole (another build may have added it first)."""
