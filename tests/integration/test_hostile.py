@@ -399,3 +399,17 @@ def test_an_unwritable_log_directory_is_one_clear_line(victim: User, sticky_dir:
     assert proc.returncode == 2, proc
     assert f"cannot write sqenv's logs in `{cache}/logs`: Permission denied" in proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+
+
+def test_a_uv_cache_that_is_a_symlink_to_a_shared_directory_is_refused(
+    victim: User, hostile: User, sticky_dir: Path
+) -> None:
+    """Mallory's symlink as the victim's uv cache: it resolves to a sticky directory of root's, where
+    she can write wheels uv would take from its cache."""
+    as_user(hostile, f"ln -s {sticky_dir} {sticky_dir}/uv-cache")
+    prefix = sticky_dir / "env"
+    env = {"UV_CACHE_DIR": str(sticky_dir / "uv-cache"), "SQENV_BUILD_DIR": str(victim.home / "build")}
+    proc = sqenv("create", prefix, "six==1.16.0", "--python", "/usr/bin/python3", user=victim, env=env)
+    assert proc.returncode == 2, proc
+    assert "uv's cache" in proc.stderr and "belongs to another user (uid 0)" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not prefix.exists()

@@ -116,12 +116,16 @@ def safe_base(requested: Path | None) -> Path:
 
 def check_cache_dir(path: Path, what: str, hint: str) -> Path:
     """A directory sqenv takes packages from (uv's cache, conda's package cache): made 0700 if
-    missing; else it must pass `_unsafe` like the build directory (a cache another user planted
-    or can write to is their code in the image)."""
+    missing; else it must pass `_unsafe` like the build directory and be the user's own (a cache
+    another user planted or can write to is their code in the image: a symlink to /tmp, root's
+    and sticky, would let every user write entries)."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         real = Path(os.path.realpath(path))
         problem = _unsafe(real)
+        owner = os.stat(real).st_uid
+        if not problem and owner != os.geteuid():  # root's too: a symlink to /tmp (sticky, root's) is not yours
+            problem = f"it belongs to another user (uid {owner})"
     except OSError as exc:
         raise InputError(f"cannot use {what} `{path}`: {exc.strerror}", hint) from None
     if problem:
