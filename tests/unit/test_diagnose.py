@@ -98,3 +98,16 @@ def test_mksquashfs() -> None:
     out = "Parallel mksquashfs: Using 2 processors\nWrite failed because No space left on device\nFATAL ERROR: x\n"
     assert diagnose.classify_mksquashfs(out, 1).kind == "disk"
     assert diagnose.classify_mksquashfs("FATAL ERROR: Failed to read x\n", 1).headline.endswith("Failed to read x")
+
+
+def test_a_full_log_file_system_names_the_log(tmp_path: Path) -> None:
+    """The log lives in sqenv's cache directory, maybe on another file system than the build:
+    when that one is full, the message names the log, not the build directory (/dev/full: ENOSPC)."""
+    from sqenv.errors import BuildError
+    from sqenv.tools.run import run
+    from sqenv.ui import UI
+
+    log = tmp_path / "create.log"
+    log.symlink_to("/dev/full")
+    with pytest.raises(BuildError, match=r"ran out of space writing sqenv's log `.*create\.log`"):
+        run(UI(), ["echo", "hello"], log=log, error=BuildError, what="echo")

@@ -9,6 +9,7 @@ fails, raises an error whose headline is the cause (`sqenv.tools.diagnose`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import signal
@@ -87,6 +88,12 @@ def run(
             for line in proc.stdout:
                 _take(ui, line, fh, out, progress, stream)
             code = proc.wait()
+    except OSError as exc:  # the log's own file system (sqenv's cache directory) is full
+        stop(proc)
+        if exc.errno != errno.ENOSPC:
+            raise
+        hint = "free space there, or set SQENV_CACHE_DIR to a directory on another file system"
+        raise error(f"ran out of space writing sqenv's log `{log}`", hint) from None
     except BaseException:
         stop(proc)
         raise
