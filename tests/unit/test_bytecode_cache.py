@@ -106,7 +106,7 @@ def test_a_cache_others_can_write_to_is_refused(tmp_path: Path, monkeypatch: pyt
     shared.chmod(0o777)  # not sticky: anyone could plant byte code in it
     monkeypatch.setenv("SQENV_CACHE_DIR", str(shared / "sqenv"))
     monkeypatch.delenv("SQENV_BYTECODE_CACHE", raising=False)
-    with pytest.raises(InputError, match=r"byte-code cache .* is not safe to use: others may rename what is in"):
+    with pytest.raises(InputError, match=r"byte-code cache .* is not safe to use: every user may rename what is in"):
         bytecode.cache_of(None)  # type: ignore[arg-type]
     monkeypatch.setenv("SQENV_BYTECODE_CACHE", "0")
     assert bytecode.cache_of(None) is None  # type: ignore[arg-type]

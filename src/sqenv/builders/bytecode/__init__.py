@@ -120,8 +120,9 @@ def cache_of(ctx: BuildContext) -> Path | None:
 def private_dir(path: Path, what: str, hint: str) -> Path:
     """`path` made (0700) if missing, and only if nobody else can put anything in it: the
     directory itself, not a symlink, yours and writable by you alone; every directory above it
-    yours or root's, and sticky where others may write to it (so nobody can rename it away and
-    put theirs in its place). Its resolved path."""
+    yours or root's, and sticky where every user may write to it (so nobody can rename it away
+    and put theirs in its place; group-writable ones are trusted like the group, as for the
+    build directory: `workdir._unsafe`). Its resolved path."""
     me = os.geteuid()
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -140,8 +141,8 @@ def private_dir(path: Path, what: str, hint: str) -> Path:
                 up = os.stat(above)
                 if up.st_uid not in (me, 0):
                     problem = f"`{above}` belongs to another user (uid {up.st_uid})"
-                elif up.st_mode & 0o022 and not up.st_mode & stat.S_ISVTX:
-                    problem = f"others may rename what is in `{above}`"
+                elif up.st_mode & 0o002 and not up.st_mode & stat.S_ISVTX:
+                    problem = f"every user may rename what is in `{above}`"
                 if problem:
                     break
     except OSError as exc:
