@@ -16,7 +16,7 @@ import pytest
 from sqenv.builders import bytecode
 from sqenv.builders.bytecode import Compiled
 from sqenv.errors import InputError
-from sqenv.pack.reproducible import retime_pyc
+from sqenv.pack.reproducible import retime_one
 
 EPOCH = 315532800
 SOURCES = {"pkg/__init__.py": "X = 1\n", "pkg/mod.py": "def f():\n    return 2\n", "broken.py": "def (:\n"}
@@ -52,7 +52,8 @@ def test_the_pycs_are_what_compileall_and_the_pack_step_would_make(tmp_path: Pat
     tree(root)
     for path in root.rglob("*.py"):  # the old way: compileall, then the image's time stamped in
         compileall.compile_file(str(path), force=True, quiet=2)
-    retime_pyc(root, EPOCH)
+    for pyc in root.rglob("*.pyc"):
+        retime_one(pyc, EPOCH)
     theirs = pycs(root)
     shutil.rmtree(root)
     cache = tmp_path / "cache"

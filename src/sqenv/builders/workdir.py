@@ -133,6 +133,41 @@ def check_cache_dir(path: Path, what: str, hint: str) -> Path:
     return real
 
 
+def private_dir(path: Path, what: str, hint: str) -> Path:
+    """`path` made (0700) if missing, and only if nobody else can put anything in it: the
+    directory itself, not a symlink, yours and writable by you alone; every directory above it
+    yours or root's, and sticky where every user may write to it (so nobody can rename it away
+    and put theirs in its place; group-writable ones are trusted like the group, as for the
+    build directory: `_unsafe`). Its resolved path."""
+    me = os.geteuid()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        parent = Path(os.path.realpath(path.parent))
+        real = parent / path.name
+        st = os.lstat(real)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            problem = "it is a symbolic link or not a directory"
+        elif st.st_uid != me:
+            problem = f"it belongs to another user (uid {st.st_uid})"
+        elif st.st_mode & 0o022:
+            problem = "others may write to it"
+        else:
+            problem = None
+            for above in [parent, *parent.parents]:
+                up = os.stat(above)
+                if up.st_uid not in (me, 0):
+                    problem = f"`{above}` belongs to another user (uid {up.st_uid})"
+                elif up.st_mode & 0o002 and not up.st_mode & stat.S_ISVTX:
+                    problem = f"every user may rename what is in `{above}`"
+                if problem:
+                    break
+    except OSError as exc:
+        raise InputError(f"cannot use {what} `{path}`: {exc.strerror}", hint) from None
+    if problem:
+        raise InputError(f"{what} `{path}` is not safe to use: {problem}", hint)
+    return real
+
+
 @contextlib.contextmanager
 def workdir(requested: Path | None) -> Iterator[Path]:
     base = safe_base(requested)

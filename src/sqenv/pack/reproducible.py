@@ -48,17 +48,9 @@ def _source_of(pyc: Path) -> Path | None:
     return pyc.parent.parent / f"{stem}.py"
 
 
-def retime_pyc(root: Path, when: int) -> int:
-    """Give every valid timestamp-based pyc under root the source time `when`; how many were changed."""
-    changed = 0
-    for dirpath, _dirs, files in os.walk(root):
-        if dirpath.endswith("__pycache__"):
-            changed += sum(retime_one(Path(dirpath, name), when) for name in files if name.endswith(".pyc"))
-    return changed
-
-
 def retime_one(pyc: Path, when: int) -> bool:
-    """`retime_pyc` for one file in a `__pycache__` (not a symlink: the caller saw it): whether it changed."""
+    """Give a valid timestamp-based pyc in a `__pycache__` the source time `when` (the pack step's
+    walk of the tree calls it for each: `sqenv.pack.squashfs.tree_stats`); whether it changed."""
     stamp = struct.pack("<I", when & 0xFFFFFFFF)
     source = _source_of(pyc)
     try:

@@ -59,14 +59,14 @@ def tree_stats(root: Path, epoch: int | None = None) -> tuple[int, int]:
         except OSError:
             continue
         count += len(entries)
-        in_cache = epoch is not None and where.endswith("__pycache__")
+        stamp = epoch if where.endswith("__pycache__") else None
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
                     continue
-                if in_cache and entry.name.endswith(".pyc") and not entry.is_symlink() and epoch is not None:
-                    retime_one(Path(entry.path), epoch)
+                if stamp is not None and entry.name.endswith(".pyc") and not entry.is_symlink():
+                    retime_one(Path(entry.path), stamp)
                 size += entry.stat(follow_symlinks=False).st_size
             except OSError:
                 pass
