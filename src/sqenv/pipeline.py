@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqenv import __version__
 from sqenv.builders import BuildContext, BuildResult, build
-from sqenv.builders.workdir import log_file, workdir
+from sqenv.builders.workdir import discard, log_file, workdir
 from sqenv.config import load_config
 from sqenv.errors import Interrupted, ToolMissing
 from sqenv.inputs import BuildSpec
@@ -156,7 +156,7 @@ def _pack_into(spec: BuildSpec, ctx: BuildContext, out: Path, launch: dict, resu
     tmp_image = out / ".image.sqfs"
     when = _provenance(spec, result, ctx.staging, launch.get("mount_path", MOUNT_PATH))
     image = pack(ctx.ui, ctx.staging, tmp_image, compression=spec.compression, level=spec.compression_level,
-                 jobs=spec.jobs, log=ctx.log, epoch=when)  # fmt: skip
+                 jobs=spec.jobs, log=ctx.log, epoch=when, read=lambda: discard(ctx.staging))  # fmt: skip
     layer = image_name(1, image.id)
     os.replace(tmp_image, out / layer)
     adopt(out, out / layer)
@@ -207,6 +207,10 @@ def _build_into(
     if spec.profile:  # recorded resolved: updates and rollbacks keep what this version was made with
         launch.update(profile=spec.profile, **load_config().get("profiles")[spec.profile])
     install = Install(out)
+    # editors: a venv on the host too, whose host `lib` takes no packages (read before packing:
+    # the staging tree goes as soon as it is packed)
+    if venvcfg.write(staging, out, spec.kind):
+        venvcfg.guard_lib(out)
     if result.packs:
         image: Image | None = _pack_into(spec, ctx, out, launch, result)
         layers = [image_name(1, image.id)]
@@ -220,8 +224,6 @@ def _build_into(
         place_base_image(spec, out, launch, result, ui)
     launchers.write(install, layers, names, activate=result.activate, options=launch)
     activation.write(out, spec.prefix.absolute(), spec.kind)
-    if venvcfg.write(staging, out, spec.kind):  # editors: a venv on the host too
-        venvcfg.guard_lib(out)  # ... whose host `lib` takes no packages
     record = version_record(1, spec, result, [image] if image else [], layers, names, "create", launch)
     if not result.packs:
         digest, size = checksum(placed, "the container", ui)

@@ -71,9 +71,33 @@ def test_a_second_create_takes_the_byte_code_from_sqenvs_cache(user: User, place
     warm = ok(sqenv("create", second, *PINS, "--python", BASE_PYTHON, "-v", user=user, env=env)).stderr
     assert "from sqenv's cache" not in cold
     files = re.search(r"byte code \(([\d,]+) files", cold)
-    assert files and int(files[1]) > 5  # six.py and cowsay's modules
+    assert files and int(files[1]) >= 5  # six.py and cowsay's modules (not its tests)
     assert f"({files[1]} files, {files[1]} from sqenv's cache;" in warm
     a, b = next(first.glob("v1-*.sqfs")), next(second.glob("v1-*.sqfs"))
     assert a.read_bytes() == b.read_bytes()
     valid = ok(run([second / "bin" / "python", "-v", "-c", "import six"], user=user)).stderr
     assert "six.cpython-311.pyc matches" in valid
+
+
+# what byte code the image holds for cowsay's own package and for its test suite (`cowsay/tests`)
+PYCS = (
+    "import os, cowsay; here = os.path.dirname(cowsay.__file__)\n"
+    "for d in ('__pycache__', 'tests/__pycache__'):\n"
+    "    p = os.path.join(here, d); print(d, sorted(os.listdir(p)) if os.path.isdir(p) else [])\n"
+    "from cowsay.tests import solutions; print('imports', bool(solutions.CHARS_SOLUTIONS))"
+)
+
+
+def test_test_suites_are_not_byte_compiled_unless_asked(user: User, place: Path) -> None:
+    """Packages' test suites (half of numpy's, scipy's and pandas' byte code) get no pycs by default:
+    their modules still import (compiled in memory); `--compile-tests` compiles them like uv."""
+    default, full = place / "default", place / "full"
+    out = ok(sqenv("create", default, *PINS, "--python", BASE_PYTHON, "-v", user=user)).stderr
+    assert re.search(r"; 4 of test suites not \(--compile-tests\)", out), out
+    ok(sqenv("create", full, *PINS, "--python", BASE_PYTHON, "--compile-tests", "-q", user=user))
+    left, compiled = (ok(run([prefix / "bin" / "python", "-c", PYCS], user=user)).stdout.splitlines()
+                      for prefix in (default, full))  # fmt: skip
+    assert left[0] == compiled[0] and "__init__.cpython-311.pyc" in left[0]  # the package itself: compiled
+    assert left[1] == "tests/__pycache__ []"
+    assert compiled[1].startswith("tests/__pycache__ [") and "test_api.cpython-311.pyc" in compiled[1]
+    assert left[2] == compiled[2] == "imports True"

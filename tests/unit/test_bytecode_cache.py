@@ -113,13 +113,32 @@ def test_a_cache_others_can_write_to_is_refused(tmp_path: Path, monkeypatch: pyt
     assert bytecode.cache_of(None) is None  # type: ignore[arg-type]
 
 
-def test_new_entries_are_written_as_nameless_files_linked_in_whole(tmp_path: Path) -> None:
-    """O_TMPFILE + linkat through /proc: the pyc's inode is made in the cache, once (the other way,
-    writing it in the build first, is what file systems without O_TMPFILE get)."""
+def worker_module():
     spec = importlib.util.spec_from_file_location("sqenv_bytecode_worker", bytecode.WORKER)
     assert spec and spec.loader
     worker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(worker)
+    return worker
+
+
+def test_the_workers_deal_the_files_back_and_forth_largest_first() -> None:
+    """Given largest first, each worker's share is as big as the others' (a static interleave gave
+    the first worker the larger file of every round: it finished last, alone, on a CPU of two)."""
+    share = worker_module().share
+    files = list(range(10))
+    assert share(files, 0, 2) == [0, 3, 4, 7, 8]
+    assert share(files, 1, 2) == [1, 2, 5, 6, 9]
+    assert share(files, 2, 3) == [2, 3, 8, 9]
+    assert sorted(f for n in range(3) for f in share(files, n, 3)) == files  # each once
+    sizes = sorted((1000 - 7 * i for i in range(100)), reverse=True)
+    totals = [sum(share(sizes, n, 4)) for n in range(4)]
+    assert max(totals) - min(totals) <= sizes[0] - sizes[3]  # one round's spread (interleaved: 25 rounds')
+
+
+def test_new_entries_are_written_as_nameless_files_linked_in_whole(tmp_path: Path) -> None:
+    """O_TMPFILE + linkat through /proc: the pyc's inode is made in the cache, once (the other way,
+    writing it in the build first, is what file systems without O_TMPFILE get)."""
+    worker = worker_module()
     compiler = worker.Compiler(str(tmp_path / "cache"), EPOCH, str(tmp_path), str(tmp_path))
     entry = tmp_path / "cache" / "ab" / "cdef.pyc"
     assert compiler.store(str(entry), b"pyc bytes", 0o644)

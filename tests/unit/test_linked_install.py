@@ -70,8 +70,8 @@ def test_compiles_the_python_files_of_the_distributions_added(tmp_path: Path) ->
         (site / rel).parent.mkdir(parents=True, exist_ok=True)
         (site / rel).write_text("")
     assert bytecode.dist_infos(site) == {"pip-24.0.dist-info", "six-1.16.0.dist-info", "cowsay-6.1.dist-info"}
-    assert bytecode.sources_of(site, "six-1.16.0.dist-info") == ["six.py"]
-    assert bytecode.sources_of(site, "cowsay-6.1.dist-info") == ["cowsay/__init__.py", "cowsay/gone.py"]
+    assert bytecode.sources_of(site, "six-1.16.0.dist-info") == [(1, "six.py")]  # with RECORD's size
+    assert bytecode.sources_of(site, "cowsay-6.1.dist-info") == [(0, "cowsay/__init__.py"), (0, "cowsay/gone.py")]
     assert bytecode.sources_of(site, "missing.dist-info") == []
     assert bytecode.dist_infos(None) == set()
 

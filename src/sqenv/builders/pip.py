@@ -82,8 +82,10 @@ def build(ctx: BuildContext) -> BuildResult:
         if offline:  # no index to fetch pip from: the base Python's own copy
             ctx.run([f"{mount}/bin/python", "-m", "ensurepip", "--default-pip"], what="seeding pip (ensurepip)")
     link = linked_install(ctx)
-    # linked: into the staging directory by its own path, then compiled at the mount path (`bytecode`)
-    where = ["--prefix", str(ctx.staging)] if link else ["--compile-bytecode"]
+    # linked: into the staging directory by its own path; either way compiled afterwards at the mount
+    # path by `bytecode` (its cache; test suites left out), except inside a base image (uv does it)
+    ours = ctx.container is None
+    where = ["--prefix", str(ctx.staging)] if link else ([] if ours else ["--compile-bytecode"])
     install = ["pip", "install", "--python", f"{mount}/bin/python", *where]
     for path in spec.requirement_files:
         install += ["-r", str(path)]
@@ -96,9 +98,9 @@ def build(ctx: BuildContext) -> BuildResult:
         if found is not None:  # the lock's index pages (`sqenv.export.artifacts`), while compiling
             names = [info.split("-", 1)[0] for info in bytecode.dist_infos(found)]
             artifacts.prefetch(names, ctx.spec.index.record())
-        if link and found is not None:
+        if ours and found is not None:
             with ctx.ui.phase("Compiling the installed packages' byte code") as step:
-                step.summary = bytecode.compile_new(ctx, found, before).summary()
+                step.summary = bytecode.compile_new(ctx, found, before, tests=spec.compile_tests).summary()
     found = site_packages(ctx.staging)
     if found is not None:
         shims.install(found)
@@ -143,11 +145,14 @@ def target_record(spec) -> dict:
 
 def refresh(ctx: BuildContext, result: BuildResult) -> BuildResult:
     """Re-read the installed distributions (after a post-install script, say); on a base image,
-    only the layer's own (what it adds to the image)."""
-    if ctx.container is not None:
+    only the layer's own (what it adds to the image). Only a venv that sees the system's
+    site-packages asks its interpreter (which lists those too)."""
+    whole = not ctx.mounts  # an update's staging directory holds only what it changes
+    if ctx.container is not None or (whole and not ctx.spec.pip.system_site_packages):
         from sqenv.builders.container import find_packages  # the dist-info read on the host
 
-        result.packages = find_packages(ctx.staging)
+        # what the venv's Python would list (it sees only its own site-packages), without starting it
+        result.packages = sorted(find_packages(ctx.staging), key=lambda p: (p.name, p.version))
         return result
     out = ctx.run([f"{ctx.mount_path}/bin/python", "-c", _LIST], what="listing installed packages")
     pairs = json.loads(out.strip().splitlines()[-1])

@@ -15,6 +15,7 @@ import fcntl
 import os
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,6 +169,19 @@ def private_dir(path: Path, what: str, hint: str) -> Path:
     return real
 
 
+_removing: list[threading.Thread] = []
+"""Trees of the build directory being removed in the background (`discard`)."""
+
+
+def discard(tree: Path) -> None:
+    """Remove a finished tree of the build directory in the background (the staged environment once
+    packed: its thousands of unlinks overlap the image's checksum and the publishing); `workdir`
+    waits for it before it removes the rest, so the directory is gone when the command returns."""
+    thread = threading.Thread(target=remove_tree, args=(tree,), name=f"discard {tree.name}")
+    thread.start()
+    _removing.append(thread)
+
+
 @contextlib.contextmanager
 def workdir(requested: Path | None) -> Iterator[Path]:
     base = safe_base(requested)
@@ -189,6 +203,8 @@ def workdir(requested: Path | None) -> Iterator[Path]:
         yield path
     finally:
         try:
+            while _removing:
+                _removing.pop().join()
             remove_tree(path)
         finally:
             os.close(fd)

@@ -64,6 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_output_options) -> None:
     )
     p.add_argument("--python", metavar="PY", help="base interpreter for pip envs (default: first python3 on PATH)")
     p.add_argument("--system-site-packages", action="store_true", help="let the env see the base Python's packages")
+    p.add_argument("--compile-tests", action="store_true", help="byte-compile the packages' test suites too")
     p.add_argument("-f", "--file", type=Path, metavar="YML", help="conda environment.yml or explicit file")
     p.add_argument("-c", "--channel", action="append", default=[], metavar="CHANNEL", help="conda channel (repeatable)")
     p.add_argument("--from", dest="lock_from", type=Path, metavar="PREFIX_OR_LOCK", help="rebuild exactly from a lock")
@@ -137,6 +138,7 @@ def request_from_args(args: argparse.Namespace) -> CreateRequest:
         requirement_files=tuple(args.requirement),
         python=args.python,
         system_site_packages=args.system_site_packages,
+        compile_tests=args.compile_tests,
         file=args.file,
         channels=tuple(args.channel),
         lock_from=args.lock_from,

@@ -60,6 +60,7 @@ class PipInputs:
     packages: tuple[str, ...] = ()
     python: str | None = None
     system_site_packages: bool = False
+    compile_tests: bool = False  # byte-compile packages' test suites too (`sqenv.builders.bytecode`)
     python_version: str | None = None  # `--from`: the Python the lock was made with (checked, major.minor)
 
 

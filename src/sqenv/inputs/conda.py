@@ -247,7 +247,8 @@ def _from_spec(request: CreateRequest, common: dict, conda: dict) -> BuildSpec:
             base = version.get("base_image") or {}
             if base and common["base_image"] is None:  # a layer: again on the image it was made on
                 common = {**common, "base_image": Path(base["path"]), "base_image_ref": bool(base.get("referenced"))}
-            pip = PipInputs(packages=_pins(version), python=python, python_version=made_on)
+            pip = PipInputs(packages=_pins(version), python=python, python_version=made_on,
+                            compile_tests=request.compile_tests)  # fmt: skip
             return BuildSpec(kind="pip", pip=pip, **common)
         old = inputs.get("conda") or {}
         variables = tuple((str(k), str(v)) for k, v in old.get("variables", []))

@@ -32,6 +32,7 @@ class CreateRequest:
     requirement_files: tuple[Path, ...] = ()
     python: str | None = None
     system_site_packages: bool = False
+    compile_tests: bool = False
     file: Path | None = None  # conda environment.yml or explicit file
     channels: tuple[str, ...] = ()
     lock_from: Path | None = None
@@ -147,5 +148,6 @@ def pip_spec(request: CreateRequest) -> BuildSpec:
         packages=request.packages,
         python=request.python,
         system_site_packages=request.system_site_packages,
+        compile_tests=request.compile_tests,
     )
     return BuildSpec(kind="pip", pip=pip, **common(request))

@@ -56,16 +56,16 @@ def retime_one(pyc: Path, when: int) -> bool:
     try:
         if source is None or pyc.is_symlink():
             return False
-        st = source.stat()
         with pyc.open("rb") as fh:
             head = fh.read(16)
         if len(head) < 16 or struct.unpack("<I", head[4:8])[0] != 0:
             return False  # hash-based pycs name no time
+        if head[8:12] == stamp:
+            return False  # stamped already (the byte-code step does it): the source is not looked at
+        st = source.stat()
         mtime, size = struct.unpack("<II", head[8:16])
         if mtime != int(st.st_mtime) & 0xFFFFFFFF or size != st.st_size & 0xFFFFFFFF:
-            return False  # already stale (or stamped already by the byte-code step): left as it is
-        if head[8:12] == stamp:
-            return False
+            return False  # already stale: left as it is
         _write_stamp(pyc, stamp)
         return True
     except OSError:

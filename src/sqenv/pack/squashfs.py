@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +92,7 @@ def pack(
     log: Path,
     epoch: int | None = None,
     enter: Sequence[str] = (),
+    read: Callable[[], None] | None = None,
 ) -> Image:
     """Write the image of `staging` to `output` (which must not exist): the one mksquashfs call of
     create, update and compact, so all get the same modes, compression and memory cap.
@@ -100,7 +101,8 @@ def pack(
     (`sqenv.pack.reproducible`); the marker's content is fixed, so the image ID is its content's.
     `enter`: the helper and its mounts (`BuildContext.run`) under which `staging` names a merged tree
     of layers that only exists in that namespace (update, compact); the caller then provides the
-    marker as a layer of its own, and the sizes come from mksquashfs's summary."""
+    marker as a layer of its own, and the sizes come from mksquashfs's summary.
+    `read`: called once mksquashfs is done with `staging` (before the checksum of the image)."""
     if not enter:
         (staging / IMAGE_MARKER).write_text("sqenv image\n" if epoch is not None else uuid.uuid4().hex + "\n")
     installed, count = tree_stats(staging, epoch) if not enter else (0, 0)
@@ -146,6 +148,8 @@ def pack(
                     err.details,
                 ) from None
             raise
+    if read is not None:
+        read()
     if enter:
         installed, count = summary_stats(out)
     return Image(

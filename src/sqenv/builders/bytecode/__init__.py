@@ -1,4 +1,4 @@
-"""Byte-compiling what uv installed, at the mount path, when uv could not do it itself.
+"""Byte-compiling what uv installed, at the mount path (a create's; uv compiles in base images).
 
 When uv hard-links from its cache (`sqenv.builders.uv.linked_install`) it
 installs into the staging directory by its real path, so its own
@@ -8,7 +8,8 @@ tracebacks would name the build directory. So uv installs without compiling
 and this step compiles the same files the way uv does (`compileall.compile_file`
 with `force=True`, errors muted like pip and uv, one interpreter per core),
 through the mount: the `.pyc` files are what uv writes, with the image's fixed
-time in their headers (what `sqenv.pack.reproducible` would put there).
+time in their headers (what `sqenv.pack.reproducible` would put there). A
+copying install is compiled here too, so both give the same image.
 
 Those bytes depend only on the file, the interpreter and that fixed path and
 time, so finished `.pyc` files are kept in sqenv's cache and hard-linked again
@@ -43,9 +44,10 @@ def dist_infos(site_packages: Path | None) -> set[str]:
     return {p.name for p in site_packages.glob("*.dist-info")}
 
 
-def sources_of(site_packages: Path, info: str) -> list[str]:
-    """The `.py` files a distribution's RECORD lists inside site-packages, relative to it (not
-    stat'ed: thousands of calls for nothing, the compiler ignores a missing one)."""
+def sources_of(site_packages: Path, info: str) -> list[tuple[int, str]]:
+    """The `.py` files a distribution's RECORD lists inside site-packages, relative to it, with the
+    sizes it gives (0 where it gives none): not stat'ed, thousands of calls for nothing, and the
+    compiler ignores a missing file."""
     try:
         with open(site_packages / info / "RECORD", newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
@@ -58,7 +60,8 @@ def sources_of(site_packages: Path, info: str) -> list[str]:
         rel = os.path.normpath(row[0])
         if rel.startswith(("..", "/")) or "__pycache__" in rel.split(os.sep):
             continue
-        found.append(rel)  # one a RECORD names but that is gone: the compiler skips it, as uv's does
+        size = row[2] if len(row) > 2 else ""
+        found.append((int(size) if size.isdigit() else 0, rel))  # gone since: skipped, as uv's does
     return found
 
 
@@ -77,22 +80,46 @@ class Compiled:
     files: int = 0
     taken: int = 0
     compiled: int = 0
+    tests: int = 0  # files of test suites left uncompiled
 
     def summary(self) -> str:
         text = f"{self.files:,} file{'s' if self.files != 1 else ''}"
-        return text + (f", {self.taken:,} from sqenv's cache" if self.taken else "")
+        text += f", {self.taken:,} from sqenv's cache" if self.taken else ""
+        return text + (f"; {self.tests:,} of test suites not (--compile-tests)" if self.tests else "")
 
 
-def compile_new(ctx: BuildContext, site_packages: Path, before: set[str], jobs: int | None = None) -> Compiled:
+TEST_DIRS = frozenset({"tests", "test"})
+"""Where packages keep their own test suites (`pandas/tests`, `scipy/*/tests`): half the byte code
+of numpy, scipy, pandas and matplotlib, imported only by those packages' tests."""
+
+
+def in_tests(rel: str) -> bool:
+    """Whether a file lies in a test-suite directory (its file name itself does not count)."""
+    return not TEST_DIRS.isdisjoint(rel.split(os.sep)[:-1])
+
+
+def compile_new(
+    ctx: BuildContext, site_packages: Path, before: set[str], jobs: int | None = None, *, tests: bool = False
+) -> Compiled:
     """Compile the `.py` files of the distributions added since `before` (names of dist-info
-    directories), seen at the mount path."""
-    rel_site = site_packages.relative_to(ctx.staging)
-    mounted = Path(ctx.mount_path) / rel_site
+    directories), seen at the mount path; test suites only with `tests` (`--compile-tests`).
+
+    Without their pycs test modules still import: Python compiles them in memory each time (the
+    image is read-only), which only a run of a package's own test suite notices. Compiling them
+    was half of a first create's CPU time for nobody."""
+    mounted = f"{ctx.mount_path}/{site_packages.relative_to(ctx.staging)}/"
     added = sorted(dist_infos(site_packages) - before)
-    files = [str(mounted / rel) for info in added for rel in sources_of(site_packages, info)]
-    files = [f for f in files if "\n" not in f and "\r" not in f]
+    # largest first: the workers share them out in that order (`worker.py`), so none is left alone
+    # with a big module at the end while the other CPUs wait
+    sized = sorted((entry for info in added for entry in sources_of(site_packages, info)), key=lambda e: -e[0])
+    files = [mounted + rel for _, rel in sized if "\n" not in rel and "\r" not in rel]
+    if not tests:
+        kept = [f for f in files if not in_tests(f[len(mounted) :])]
+        left, files = len(files) - len(kept), kept
+    else:
+        left = 0
     if not files:
-        return Compiled()
+        return Compiled(tests=left)
     listing = ctx.workdir / "compile.list"
     listing.write_text("".join(f + "\n" for f in files), encoding="utf-8", errors="surrogateescape")
     workers = str(min(jobs or cpus(), len(files)))
@@ -103,7 +130,8 @@ def compile_new(ctx: BuildContext, site_packages: Path, before: set[str], jobs: 
     )  # fmt: skip
     listing.unlink(missing_ok=True)
     counts = [line.split()[1:] for line in output.splitlines() if line.startswith("sqenv-bytecode ")]
-    return Compiled(files=len(files), taken=sum(int(t) for t, _ in counts), compiled=sum(int(c) for _, c in counts))
+    taken, made = sum(int(t) for t, _ in counts), sum(int(c) for _, c in counts)
+    return Compiled(files=len(files), taken=taken, compiled=made, tests=left)
 
 
 def cache_of(ctx: BuildContext) -> Path | None:

@@ -6,10 +6,10 @@ its directory holds nothing that could shadow a standard module. Usage:
 
     python worker.py LISTING CACHE EPOCH JOBS MOUNT STAGING [N]
 
-LISTING has one path a line, at the MOUNT path as the image will have them (and the code objects
+LISTING has one path a line, largest file first, at the MOUNT path as the image will have them (and the code objects
 name them); the files are written by their STAGING path, where they can be linked to and from the
 cache (link(2) across the bind of STAGING at MOUNT fails with EXDEV). Without N it starts
-JOBS copies of itself, copy N compiling every JOBth path from the Nth, all at once (like uv's pool;
+JOBS copies of itself, copy N compiling its share (`share`), all at once (like uv's pool;
 no pipes: a worker fed through one would hold the next back until its pipe drained); each prints
 `sqenv-bytecode TAKEN COMPILED` (pycs from the cache, pycs made) when done.
 
@@ -43,7 +43,7 @@ def main(argv):
     listing, cache, epoch, jobs, mount, staging = argv[1], argv[2], int(argv[3]), max(1, int(argv[4])), *argv[5:7]
     if len(argv) > 7:
         with open(listing, encoding="utf-8", errors="surrogateescape") as fh:
-            paths = [p for p in fh.read().split("\n") if p][int(argv[7]) :: jobs]
+            paths = share([p for p in fh.read().split("\n") if p], int(argv[7]), jobs)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore")
             compiler = Compiler(cache, epoch, mount, staging)
@@ -53,6 +53,12 @@ def main(argv):
         return 0
     procs = [subprocess.Popen([sys.executable, "-s", __file__, *argv[1:7], str(n)]) for n in range(jobs)]
     return max(proc.wait() for proc in procs)
+
+
+def share(paths, n, jobs):
+    """Copy n's share of the listing, in its order (largest first): dealt out back and forth
+    (0 1 2 2 1 0 0 1 ...), so no copy always gets the larger of each round and all end together."""
+    return [path for i, path in enumerate(paths) if (i % jobs if (i // jobs) % 2 == 0 else jobs - 1 - i % jobs) == n]
 
 
 class Compiler:
