@@ -31,12 +31,12 @@ def tree(root: Path, sources: dict[str, str] = SOURCES) -> list[str]:
 
 def compile_with(root: Path, cache: Path | str, files: list[str], *, jobs: int = 2, env: dict | None = None
                  ) -> Compiled:  # fmt: skip
-    """The worker as `compile_new` runs it, with the tree at its own path (mount = staging)."""
+    """The worker as `compile_site` runs it, with the tree at its own path (mount = staging)."""
     listing = root.parent / f"{root.name}.list"
     listing.write_text("".join(f + "\n" for f in files))
     clean = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "PYTHONDONTWRITEBYTECODE")}
     env = clean | (env or {})
-    proc = subprocess.run([sys.executable, "-s", str(bytecode.WORKER), str(listing), str(cache), str(EPOCH), str(jobs),
+    proc = subprocess.run([sys.executable, "-S", str(bytecode.WORKER), str(listing), str(cache), str(EPOCH), str(jobs),
                            str(root), str(root)], capture_output=True, text=True, env=env, check=True)  # fmt: skip
     counts = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("sqenv-bytecode ")]
     assert len(counts) == jobs

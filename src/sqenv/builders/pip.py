@@ -92,16 +92,15 @@ def build(ctx: BuildContext) -> BuildResult:
     install += list(spec.packages)
     if spec.requirement_files or spec.packages:
         with ctx.ui.phase("Resolving, downloading and installing packages"):
-            before = bytecode.dist_infos(site_packages(ctx.staging))
             _install(ctx, install, python, spec.packages, spec.requirement_files, link=link)
-            found = site_packages(ctx.staging)
+        found = site_packages(ctx.staging)
         if found is not None:  # the lock's index pages (`sqenv.export.artifacts`), while compiling
             names = [info.split("-", 1)[0] for info in bytecode.dist_infos(found)]
             artifacts.prefetch(names, ctx.spec.index.record())
-        if ours and found is not None:
-            with ctx.ui.phase("Compiling the installed packages' byte code") as step:
-                step.summary = bytecode.compile_new(ctx, found, before, tests=spec.compile_tests).summary()
     found = site_packages(ctx.staging)
+    if ours and found is not None:
+        with ctx.ui.phase("Compiling the installed packages' byte code") as step:
+            step.summary = bytecode.compile_site(ctx, found, tests=spec.compile_tests).summary()
     if found is not None:
         shims.install(found)
     extra = target_record(ctx.spec)

@@ -16,9 +16,10 @@ time, so finished `.pyc` files are kept in sqenv's cache and hard-linked again
 by the next build of the same packages, as uv does with the files themselves:
 compiling was most of a create's time (`worker.py`).
 
-Only the distributions that install added are compiled (uv compiles what it
-installs, not the packages `uv venv --seed` put there), found by their
-`RECORD` files.
+Every distribution's files are compiled, found by their `RECORD` files: also
+what `uv venv --seed` put there (uv compiles only what it installs), since a
+plain venv compiles those on first use and an image never can: setuptools'
+`.pth` imports `_distutils_hack` at every start, 0.6 ms to compile each time.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def cpus() -> int:
 
 @dataclass(frozen=True)
 class Compiled:
-    """What `compile_new` did: files given to the compiler, pycs taken from the cache, pycs made."""
+    """What `compile_site` did: files given to the compiler, pycs taken from the cache, pycs made."""
 
     files: int = 0
     taken: int = 0
@@ -98,20 +99,18 @@ def in_tests(rel: str) -> bool:
     return not TEST_DIRS.isdisjoint(rel.split(os.sep)[:-1])
 
 
-def compile_new(
-    ctx: BuildContext, site_packages: Path, before: set[str], jobs: int | None = None, *, tests: bool = False
-) -> Compiled:
-    """Compile the `.py` files of the distributions added since `before` (names of dist-info
-    directories), seen at the mount path; test suites only with `tests` (`--compile-tests`).
+def compile_site(ctx: BuildContext, site_packages: Path, jobs: int | None = None, *, tests: bool = False) -> Compiled:
+    """Compile the `.py` files of every distribution in site-packages, seen at the mount path; test
+    suites only with `tests` (`--compile-tests`).
 
     Without their pycs test modules still import: Python compiles them in memory each time (the
     image is read-only), which only a run of a package's own test suite notices. Compiling them
     was half of a first create's CPU time for nobody."""
     mounted = f"{ctx.mount_path}/{site_packages.relative_to(ctx.staging)}/"
-    added = sorted(dist_infos(site_packages) - before)
+    infos = sorted(dist_infos(site_packages))
     # largest first: the workers share them out in that order (`worker.py`), so none is left alone
     # with a big module at the end while the other CPUs wait
-    sized = sorted((entry for info in added for entry in sources_of(site_packages, info)), key=lambda e: -e[0])
+    sized = sorted((entry for info in infos for entry in sources_of(site_packages, info)), key=lambda e: -e[0])
     files = [mounted + rel for _, rel in sized if "\n" not in rel and "\r" not in rel]
     if not tests:
         kept = [f for f in files if not in_tests(f[len(mounted) :])]
@@ -123,8 +122,10 @@ def compile_new(
     listing = ctx.workdir / "compile.list"
     listing.write_text("".join(f + "\n" for f in files), encoding="utf-8", errors="surrogateescape")
     workers = str(min(jobs or cpus(), len(files)))
+    # -S: no `.pth` of the environment runs while it is built (setuptools' would import, and so write
+    # the byte code of, `_distutils_hack` as a side effect, or not, as PYTHONDONTWRITEBYTECODE says)
     output = ctx.run(
-        [f"{ctx.mount_path}/bin/python", "-s", str(WORKER), str(listing), str(cache_of(ctx) or ""),
+        [f"{ctx.mount_path}/bin/python", "-S", str(WORKER), str(listing), str(cache_of(ctx) or ""),
          str(epoch()), workers, ctx.mount_path, str(ctx.staging)],
         what="byte-compiling the installed packages",
     )  # fmt: skip

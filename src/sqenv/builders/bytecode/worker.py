@@ -4,7 +4,7 @@ taking finished `.pyc` files from a cache where an identical one was made before
 Run by the environment's own interpreter (any Python 3.8+, so no newer syntax), from this file:
 its directory holds nothing that could shadow a standard module. Usage:
 
-    python worker.py LISTING CACHE EPOCH JOBS MOUNT STAGING [N]
+    python -S worker.py LISTING CACHE EPOCH JOBS MOUNT STAGING [N]
 
 LISTING has one path a line, largest file first, at the MOUNT path as the image will have them (and the code objects
 name them); the files are written by their STAGING path, where they can be linked to and from the
@@ -51,7 +51,7 @@ def main(argv):
         # one write: the workers share the pipe, and print() would write the newline on its own
         os.write(1, f"sqenv-bytecode {compiler.taken} {compiler.compiled}\n".encode())
         return 0
-    procs = [subprocess.Popen([sys.executable, "-s", __file__, *argv[1:7], str(n)]) for n in range(jobs)]
+    procs = [subprocess.Popen([sys.executable, "-S", __file__, *argv[1:7], str(n)]) for n in range(jobs)]
     return max(proc.wait() for proc in procs)
 
 
