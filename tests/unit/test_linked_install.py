@@ -73,6 +73,9 @@ def test_compiles_the_python_files_of_the_distributions_added(tmp_path: Path) ->
     assert bytecode.sources_of(site, "six-1.16.0.dist-info") == [(1, "six.py")]  # with RECORD's size
     assert bytecode.sources_of(site, "cowsay-6.1.dist-info") == [(0, "cowsay/__init__.py"), (0, "cowsay/gone.py")]
     assert bytecode.sources_of(site, "missing.dist-info") == []
+    (site / "odd-1.dist-info").mkdir()
+    (site / "odd-1.dist-info" / "RECORD").write_text('"odd/a,b.py",sha256=x,3\r\nodd/c.py,,7\r\n')
+    assert bytecode.sources_of(site, "odd-1.dist-info") == [(3, "odd/a,b.py"), (7, "odd/c.py")]  # csv quoting
     assert bytecode.dist_infos(None) == set()
 
 
