@@ -134,9 +134,9 @@ def plain_venv(target: Path, packages: list[str]) -> list[str]:
     ]
 
 
-def sqenv_create(target: Path, packages: list[str]) -> list[str]:
+def sqenv_create(target: Path, packages: list[str], *options: str) -> list[str]:
     """Default verbosity: each step's time is printed (`phases`)."""
-    return [sys.executable, "-m", "sqenv", "create", str(target), "--python", BASE, *packages]
+    return [sys.executable, "-m", "sqenv", "create", str(target), "--python", BASE, *options, *packages]
 
 
 def syscalls_touching(prefix: Path, argv: list[str], env: dict | None = None) -> tuple[int, int]:
@@ -234,6 +234,7 @@ def one_run(
     rows: list[Row] = []
     builds: list[tuple[Build, Build]] = []
     warm: list[Build] = []
+    full: list[Build] = []  # with --compile-tests: byte code for everything the plain venv has
     # Nothing is deleted between timed builds (all goes with `work` at the end): a file system that
     # avoids reusing inodes freed in the last minutes (this VM's ext4 without a journal) makes
     # every file created just after thousands were deleted cost more, whichever build follows.
@@ -246,6 +247,8 @@ def one_run(
         plain, sq = measured(plain_venv(venv, args.packages)), measured(sqenv_create(install, args.packages), cache)
         builds.append((plain, sq))
         warm.append(measured(sqenv_create(again, args.packages), cache))
+        cold = {**os.environ, "SQENV_CACHE_DIR": str(work / f"sqenv-cache-full-{i}")}
+        full.append(measured(sqenv_create(work / f"full-{i}", args.packages, "--compile-tests"), cold))
         for name, sec in phases(sq.stderr, sq.seconds).items():
             steps.setdefault(name, []).append(sec)
         for name, sec in phases(warm[-1].stderr, warm[-1].seconds).items():
@@ -254,6 +257,8 @@ def one_run(
                     statistics.median(s.seconds for _, s in builds), "s", "ratio", "<= 1.25x"))  # fmt: skip
     rows.append(Row("build time, sqenv's byte-code cache warm too", statistics.median(p.seconds for p, _ in builds),
                     statistics.median(w.seconds for w in warm), "s", "ratio", "-"))  # fmt: skip
+    rows.append(Row("build time, --compile-tests (cache empty)", statistics.median(p.seconds for p, _ in builds),
+                    statistics.median(f.seconds for f in full), "s", "ratio", "-"))  # fmt: skip
     rows.append(Row("build: CPU time, all processes", statistics.median(p.cpu for p, _ in builds),
                     statistics.median(s.cpu for _, s in builds), "s", "ratio", "-"))  # fmt: skip
     rows.append(Row("build: data written to storage", statistics.median(p.written_mb for p, _ in builds),
@@ -341,6 +346,9 @@ def main() -> int:
     parser.add_argument("--import-stmt", default=IMPORT, help="what the import rows time and trace")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
+    # as on a user's shell: the plain venv writes its missing byte code on first use (the seeded
+    # setuptools' `_distutils_hack`, imported at every start), which this variable would forbid
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     for tool in ("strace", "mksquashfs", "fusermount3"):
         if not shutil.which(tool):
             sys.exit(f"bench: `{tool}` is needed")
