@@ -88,7 +88,7 @@ class Compiled:
     def summary(self) -> str:
         text = f"{self.files:,} file{'s' if self.files != 1 else ''}"
         text += f", {self.taken:,} from sqenv's cache" if self.taken else ""
-        return text + (f"; {self.tests:,} of test suites not (--compile-tests)" if self.tests else "")
+        return text + (f"; {self.tests:,} of test suites left out" if self.tests else "")
 
 
 TEST_DIRS = frozenset({"tests", "test"})
