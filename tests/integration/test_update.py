@@ -224,7 +224,7 @@ def small_fs(tmp_path: Path):
         pytest.skip("needs root to mount a small tmpfs")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], check=True)
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
@@ -233,7 +233,7 @@ def test_failing_updates_change_nothing_and_say_why(env: Path, tmp_path: Path, s
     bad_script = tmp_path / "bad.sh"
     bad_script.write_text("echo about to fail\nexit 3\n")
     big = tmp_path / "big.sh"
-    big.write_text('head -c 8000000 /dev/urandom > "$VIRTUAL_ENV/blob"\n')
+    big.write_text('head -c 24000000 /dev/urandom > "$VIRTUAL_ENV/blob"\n')
     cases = [
         (env, ["no-such-package-sqenv-test"], "was not found on the package index"),
         (env, ["--post-install", bad_script], "post-install script"),
