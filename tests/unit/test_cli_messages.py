@@ -30,3 +30,12 @@ def test_suggested_options_exist(tmp_path: Path) -> None:
     proc = sqenv("create", tmp_path / "x", "six", "--post-instll", "s.sh")
     assert "did you mean `--post-install`?" in proc.stderr
     assert "--post-install" in ok(sqenv("create", "--help")).stdout
+
+
+def test_compile_tests_is_refused_for_conda(tmp_path: Path) -> None:
+    """Conda packages bring their own byte code: the flag would do nothing there, so it says so."""
+    spec = tmp_path / "environment.yml"
+    spec.write_text("dependencies: [python=3.11]\n")
+    proc = sqenv("create", tmp_path / "x", "-f", spec, "--compile-tests")
+    assert proc.returncode == 2 and "`--compile-tests` is for pip environments" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x").exists()

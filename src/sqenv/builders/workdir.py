@@ -170,6 +170,14 @@ def private_dir(path: Path, what: str, hint: str) -> Path:
 
 
 _removing: list[threading.Thread] = []
+
+
+def _remove_quietly(tree: Path) -> None:
+    """What fails here is tried again by `workdir`'s own removal, which reports it."""
+    with contextlib.suppress(OSError):
+        remove_tree(tree)
+
+
 """Trees of the build directory being removed in the background (`discard`)."""
 
 
@@ -177,7 +185,7 @@ def discard(tree: Path) -> None:
     """Remove a finished tree of the build directory in the background (the staged environment once
     packed: its thousands of unlinks overlap the image's checksum and the publishing); `workdir`
     waits for it before it removes the rest, so the directory is gone when the command returns."""
-    thread = threading.Thread(target=remove_tree, args=(tree,), name=f"discard {tree.name}")
+    thread = threading.Thread(target=_remove_quietly, args=(tree,), name=f"discard {tree.name}")
     thread.start()
     _removing.append(thread)
 

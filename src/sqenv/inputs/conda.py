@@ -282,6 +282,9 @@ def conda_spec(request: CreateRequest) -> BuildSpec:
             "`--python` and `--system-site-packages` are for pip environments",
             "a conda environment brings its own Python: add `python=3.12` (say) to the packages",
         )
+    if request.compile_tests:
+        raise UsageError("`--compile-tests` is for pip environments (conda packages bring their byte code)",
+                         "drop `--compile-tests`")  # fmt: skip
     from sqenv.inputs.request import common as request_common  # (request imports this module lazily too)
 
     common = request_common(request)
