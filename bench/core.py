@@ -88,7 +88,14 @@ class Build:
     stderr: str
 
 
+SETTLE = 0.0
+"""Seconds of quiet before each timed build (`--settle`): see `one_run` on this VM's file system."""
+
+
 def measured(argv: list[str], env: dict | None = None) -> Build:
+    if SETTLE:
+        os.sync()
+        time.sleep(SETTLE)
     out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], check=True, capture_output=True, text=True, env=env)
     seconds, kb, cpu, blocks = out.stdout.split()
     return Build(float(seconds), int(kb) / 1024, float(cpu), int(blocks) * 512 / 1e6, out.stderr)
@@ -345,7 +352,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="whole comparisons; prints medians and spread")
     parser.add_argument("--import-stmt", default=IMPORT, help="what the import rows time and trace")
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--settle", type=float, default=0.0, metavar="S",
+                        help="sync and wait S seconds before each timed build (65: no build pays for the inodes "
+                        "an earlier one freed, on file systems that avoid reusing them at once)")  # fmt: skip
     args = parser.parse_args()
+    global SETTLE
+    SETTLE = args.settle
     # as on a user's shell: the plain venv writes its missing byte code on first use (the seeded
     # setuptools' `_distutils_hack`, imported at every start), which this variable would forbid
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
