@@ -170,15 +170,13 @@ def private_dir(path: Path, what: str, hint: str) -> Path:
 
 
 _removing: list[threading.Thread] = []
+"""Trees of the build directory being removed in the background (`discard`)."""
 
 
 def _remove_quietly(tree: Path) -> None:
     """What fails here is tried again by `workdir`'s own removal, which reports it."""
     with contextlib.suppress(OSError):
         remove_tree(tree)
-
-
-"""Trees of the build directory being removed in the background (`discard`)."""
 
 
 def discard(tree: Path) -> None:

@@ -6,12 +6,13 @@ its directory holds nothing that could shadow a standard module. Usage:
 
     python -S worker.py LISTING CACHE EPOCH JOBS MOUNT STAGING [N]
 
-LISTING has one path a line, largest file first, at the MOUNT path as the image will have them (and the code objects
-name them); the files are written by their STAGING path, where they can be linked to and from the
-cache (link(2) across the bind of STAGING at MOUNT fails with EXDEV). Without N it starts
-JOBS copies of itself, copy N compiling its share (`share`), all at once (like uv's pool;
-no pipes: a worker fed through one would hold the next back until its pipe drained); each prints
-`sqenv-bytecode TAKEN COMPILED` (pycs from the cache, pycs made) when done.
+LISTING has one path a line, largest file first, at the MOUNT path as the image will have them
+(and the code objects name them); the files are written by their STAGING path, where they can be
+linked to and from the cache (link(2) across the bind of STAGING at MOUNT fails with EXDEV).
+Without N it starts JOBS copies of itself, copy N compiling its share (`share`), all at once (like
+uv's pool; no pipes: a worker fed through one would hold the next back until its pipe drained);
+each prints `sqenv-bytecode TAKEN COMPILED` (pycs from the cache, pycs made) when done. `-S`: no
+`.pth` file of the environment being built runs in it.
 
 Why a cache can hold whole `.pyc` files: a pyc depends on the source's bytes, the interpreter, the
 file's path (written into the code objects) and, for timestamp pycs, the source's time and size.
