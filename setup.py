@@ -30,7 +30,7 @@ STAMP = SOURCE.with_name("sqenv-enter.sha256")  # the source it was built from
 def source_digest() -> str:
     """What the helper is built from (the same function as sqenv.launch.helper's check)."""
     h = hashlib.sha256()
-    for path in [*SOURCES, SOURCE.with_name("cpu.h")]:
+    for path in [*SOURCES, SOURCE.with_name("cpu.h"), SOURCE.with_name("launch.h")]:
         h.update(path.read_bytes())
     return h.hexdigest()
 

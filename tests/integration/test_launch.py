@@ -1,7 +1,7 @@
 """Programs run through launchers behave as if a normal venv lived in PREFIX.
 
-Every test here runs the real launcher (POSIX sh), the real FUSE image server
-mount and the real `sqenv-enter` namespace helper.
+Every test here runs the real launcher (the `sqenv-enter` helper's launch mode, and the POSIX sh
+launcher behind it), the real FUSE image server mount and the real namespace helper.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import subprocess
@@ -139,6 +140,22 @@ def test_host_stays_visible(small_env: Path, tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     code = f"import os; print(os.path.exists({str(tmp_path / 'f')!r}), os.path.isdir('/etc'), os.path.isdir('/home'))"
     assert ok(py(small_env, code)).stdout.split() == ["True", "True", "True"]
+
+
+def test_programs_start_without_a_shell_and_the_rest_goes_through_the_launcher(small_env: Path, user: User) -> None:
+    """bin/NAME links to the helper, which starts the program itself (launch/launch.h): two execs,
+    no /bin/sh. What it does not handle runs the shell launcher as before, $0 and arguments kept."""
+    python = small_env / "bin" / "python"
+    assert os.readlink(python) == "../sqenv-enter"
+    ok(run([str(python), "-c", "pass"], user=user))  # mounted (fusermount3, setuid, would not be under strace)
+    traced = ok(run(["strace", "-f", "-qq", "-e", "trace=execve", str(python), "-c", "pass"], user=user)).stderr
+    assert re.findall(r'execve\("([^"]+)"', traced) == [str(python), str(python)]
+    # an engine the helper does not know: the shell launcher runs, and says what is wrong
+    proc = run([str(python), "-c", "pass"], user=user, env={"SQENV_ENGINE": "nonsense"})
+    assert proc.returncode == 125 and "unknown engine `nonsense`" in proc.stderr, proc.stderr
+    # started by a path with dot components: the shell launcher resolves them, the same program
+    out = ok(run(["./python", "-c", "import sys; print(sys.prefix, sys.argv)", "x"], user=user, cwd=python.parent))
+    assert out.stdout == f"{small_env} ['-c', 'x']\n"
 
 
 def test_relocation_by_mv(small_env: Path, tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ static void die(const char *fmt, ...)
 }
 
 #include "cpu.h"
+#include "launch.h"
 
 static void write_file(const char *path, const char *text)
 {
@@ -904,7 +905,7 @@ int main(int argc, char **argv)
         die("refusing to run setuid, setgid or with file capabilities: remove them (`chmod u-s,g-s %s`, "
             "`setcap -r %s`)", argv[0], argv[0]);
     }
-    if (argc > 1 && !strcmp(argv[1], "--serve"))
+    if (!launch_args(&argc, &argv) && argc > 1 && !strcmp(argv[1], "--serve"))
         return serve_main(argc - 1, argv + 1);
     if (argc == 3 && !strcmp(argv[1], "--check-cpu")) { /* the apptainer engine's check */
         errno = 0;

@@ -27,7 +27,7 @@ def enter_binary() -> Path:
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise ToolMissing(f"this sqenv has no `sqenv-enter` helper (`{path}` is missing)", _REINSTALL)
     stamp = path.with_name("sqenv-enter.sha256")
-    sources = [here.joinpath(name) for name in ("enter.c", "serve.c", "cpu.h")]
+    sources = [here.joinpath(name) for name in ("enter.c", "serve.c", "cpu.h", "launch.h")]
     if all(source.is_file() for source in sources):  # a checkout whose helper source changed since it was built
         h = hashlib.sha256()
         for source in sources:

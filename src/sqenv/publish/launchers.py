@@ -16,7 +16,7 @@ from pathlib import Path
 from sqenv import __version__, engines
 from sqenv.config import Config, launcher_lines, launcher_values, load_config
 from sqenv.launch import MOUNT_PATH, template
-from sqenv.publish.layout import TEMP_PREFIX, Install
+from sqenv.publish.layout import LINK_TO_HELPER, LINK_TO_LAUNCHER, TEMP_PREFIX, Install
 from sqenv.publish.modes import adopt, make_dir
 
 _NOT_PROGRAMS = ("activate", "deactivate", "pydoc.bat")
@@ -133,7 +133,8 @@ def write(
     for entry in install.bin.iterdir():
         if entry.name not in wanted and entry.is_symlink():
             entry.unlink()
+    target = LINK_TO_HELPER if install.enter.is_file() else LINK_TO_LAUNCHER
     for name in names:
         link = install.bin / name
         if not link.is_symlink():
-            link.symlink_to("../launcher")
+            link.symlink_to(target)

@@ -1,8 +1,8 @@
 """Where things live in an install prefix.
 
-    PREFIX/bin/NAME        one symlink per program, all to ../launcher
+    PREFIX/bin/NAME        one symlink per program, all to ../sqenv-enter (../launcher without it)
     PREFIX/launcher        the POSIX sh launcher (names the current image)
-    PREFIX/sqenv-enter     the namespace helper
+    PREFIX/sqenv-enter     the namespace helper; started as bin/NAME it is the launcher's fast path
     PREFIX/sqenv.json      metadata: inputs, lock, history
     PREFIX/vN-ID.sqfs      the image (one per version kept, layers for updates)
     PREFIX/pyvenv.cfg      pip installs: the image's, for editors (see venvcfg.py)
@@ -18,6 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqenv.errors import PrefixError
+
+LINK_TO_HELPER, LINK_TO_LAUNCHER = "../sqenv-enter", "../launcher"
+"""What `PREFIX/bin/NAME` links to: the helper, which starts the program itself in the common case
+and runs the shell launcher for the rest (`launch/launch.h`); the launcher where there is no helper
+(a wrapped container) and in installs made before."""
 
 
 @dataclass(frozen=True)
