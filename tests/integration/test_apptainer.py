@@ -282,9 +282,14 @@ def test_auto_picks_embedded_here_and_doctor_agrees(app, user, env) -> None:
 
 
 def test_auto_picks_apptainer_when_embedded_cannot_run_and_doctor_agrees(app, user, env, base_sif, work) -> None:
-    """Simulated by an install whose sqenv-enter is not executable (the embedded engine's `usable` check)."""
+    """Simulated by an install whose sqenv-enter is not executable (the embedded engine's `usable` check);
+    its programs then link to the shell launcher (a non-executable helper cannot start them itself:
+    `doctor` says so, below)."""
     copy = copy_install(app, user, env, work / "no-userns")
     (copy / "sqenv-enter").chmod(0o644)
+    for link in (copy / "bin").iterdir():
+        if link.is_symlink():
+            ok(run(app, user, ["ln", "-sfn", "../launcher", link]))
     extra = {"SQENV_APPTAINER_IMAGE": str(base_sif), "SQENV_APPTAINER_HOST_DIRS": HOST_DIRS}
     out = ok(py(app, user, copy, "import os, sys; print(os.environ['APPTAINER_CONTAINER'], sys.prefix)", env=extra))
     assert out.stdout.split() == [str(base_sif), str(copy)]

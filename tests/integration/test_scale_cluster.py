@@ -84,7 +84,8 @@ def _image_servers(uid: int) -> list[int]:
 def test_staged_programs_start_ranks_without_metadata_ops(user: User) -> None:
     """After `sqenv stage`, ranks started from the staged bin (first on PATH) send no request
     to the metadata server: the launcher chain is node-local. Started from PREFIX/bin, each
-    further rank costs at least the chain's 3 opens + 3 closes. Each job stages (so its image
+    further rank costs the helper's exec and its read of the launcher's values (4 requests here;
+    6 with the shell launcher). Each job stages (so its image
     is node-local either way), then starts 1 or 4 ranks per node on 2 nodes, with cold caches;
     the per-rank cost is the difference between the two, divided by the extra ranks."""
     cluster = ensure_slurm(nodes=2)
@@ -145,5 +146,5 @@ def test_staged_programs_start_ranks_without_metadata_ops(user: User) -> None:
         shutil.rmtree(shared)
     extra = 2 * (4 - 1)
     per_rank = {how: (ops[(how, 4)] - ops[(how, 1)]) / extra for how in ("prefix", "staged")}
-    assert per_rank["prefix"] >= 6, ops  # exec + read of the sh launcher, exec of sqenv-enter
+    assert per_rank["prefix"] >= 3, ops  # exec of the helper through bin/NAME, the read of the launcher's values
     assert ops[("staged", 4)] == ops[("staged", 1)], ops  # not one request more per rank

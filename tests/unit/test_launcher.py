@@ -45,3 +45,26 @@ def test_conda_kind_sets_conda_prefix(tmp_path: Path) -> None:
     script += 'echo "[$CONDA_PREFIX]"'
     out = ok(run(["dash", "-c", script], env={"CONDA_PREFIX": ""})).stdout.split()
     assert out == [f"{tmp_path}|unset", "[]"]
+
+
+@pytest.mark.parametrize(
+    ("activate", "options", "starts"),
+    [
+        (False, {}, True),
+        (False, {"engine": "embedded"}, True),
+        (True, {}, False),  # conda: the activation script runs in the shell
+        (False, {"engine": "apptainer"}, False),
+        (False, {"only_engine": "apptainer"}, False),  # a layer on a base image, a wrapped container
+        (False, {"mount_path": "/opt/tool"}, False),  # `wrap --mask`
+        (False, {"cpu_level": "x86-64-v3"}, False),
+        (False, {"env": {"MIOPEN_USER_DB_PATH": "/tmp/x"}}, False),  # a launch profile
+    ],
+    ids=["pip", "embedded", "activate", "apptainer", "only-apptainer", "mask", "cpu-level", "profile-env"],
+)
+def test_programs_link_to_the_helper_only_where_it_can_start_them(activate: bool, options: dict, starts: bool) -> None:
+    """`bin/NAME -> ../sqenv-enter` only where the helper's launch mode (launch/launch.h) may do all
+    the launcher does; the rest link to the shell launcher, sparing the helper's exec."""
+    from sqenv.config import load_config
+    from sqenv.publish.launchers import helper_starts
+
+    assert helper_starts(activate, options, load_config()) is starts

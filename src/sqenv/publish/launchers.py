@@ -83,6 +83,22 @@ def render(
     return "\n".join(parts)
 
 
+def helper_starts(activate: bool, options: dict, config: Config) -> bool:
+    """Whether the helper may start this install's programs itself (`launch/launch.h`): nothing here
+    that only the shell launcher does. It checks again at every start (and runs the launcher when
+    the node or SQENV_ENGINE says so); this only spares installs that always need the shell an exec."""
+    if activate or options.get("only_engine") or options.get("env") or options.get("cpu_level"):
+        return False
+    if (options.get("mount_path") or MOUNT_PATH) != MOUNT_PATH or options.get("engine") not in (None, *_EMBEDDED):
+        return False
+    values = launcher_values(config, mpi=options.get("mpi"))
+    return not values["SQENV_LD_PREPEND"] and values["SQENV_DEFAULT_ENGINE"] in _EMBEDDED
+
+
+_EMBEDDED = ("auto", "embedded")
+"""Engine choices under which the helper may start a program itself."""
+
+
 def profile_lines(env: dict[str, str]) -> list[str]:
     """A launch profile's variables, set unless the caller has them; `$VAR` expands at launch (the
     config allows nothing else: sqenv.config._profiles)."""
@@ -133,7 +149,8 @@ def write(
     for entry in install.bin.iterdir():
         if entry.name not in wanted and entry.is_symlink():
             entry.unlink()
-    target = LINK_TO_HELPER if install.enter.is_file() else LINK_TO_LAUNCHER
+    helper = install.enter.is_file() and helper_starts(activate, options or {}, config or load_config())
+    target = LINK_TO_HELPER if helper else LINK_TO_LAUNCHER
     for name in names:
         link = install.bin / name
         if not link.is_symlink():
