@@ -65,6 +65,8 @@ def test_programs_link_to_the_helper_only_where_it_can_start_them(activate: bool
     """`bin/NAME -> ../sqenv-enter` only where the helper's launch mode (launch/launch.h) may do all
     the launcher does; the rest link to the shell launcher, sparing the helper's exec."""
     from sqenv.config import load_config
-    from sqenv.publish.launchers import helper_starts
+    from sqenv.publish.launchers import header_values, helper_starts
 
-    assert helper_starts(activate, options, load_config()) is starts
+    config = load_config()
+    values = header_values(["v1-0123456789abcdef.sqfs"], activate=activate, options=options, config=config)
+    assert helper_starts(values, options, config) is starts

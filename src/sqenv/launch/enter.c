@@ -905,7 +905,8 @@ int main(int argc, char **argv)
         die("refusing to run setuid, setgid or with file capabilities: remove them (`chmod u-s,g-s %s`, "
             "`setcap -r %s`)", argv[0], argv[0]);
     }
-    if (!launch_args(&argc, &argv) && argc > 1 && !strcmp(argv[1], "--serve"))
+    int launched = launch_args(&argc, &argv); /* started as PREFIX/bin/NAME (launch.h) */
+    if (!launched && argc > 1 && !strcmp(argv[1], "--serve"))
         return serve_main(argc - 1, argv + 1);
     if (argc == 3 && !strcmp(argv[1], "--check-cpu")) { /* the apptainer engine's check */
         errno = 0;
@@ -973,7 +974,7 @@ int main(int argc, char **argv)
         errno = 0;
         die("usage: sqenv-enter [-i IMAGE]... [-t IDLE] [-r RUNTIME] [-s STAGE] [-l LOWER]... [-w] [-u UPPER -W WORK] [-p PREFIX]... [-L SCRIPT] [-m PATH] [-a ARGV0] -- PROG [ARGS...]");
     }
-    if (nprefixes) /* before PREFIX is covered by the image */
+    if (nprefixes && !launched) /* before PREFIX is covered by the image; no shell read it if launched */
         close_script_fd(prefixes[0], script);
     if (nimages) {
         /* images first (top first), then any -l directories below them */

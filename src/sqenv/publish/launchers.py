@@ -32,7 +32,14 @@ def render(
     options: dict | None = None,
     config: Config | None = None,
 ) -> str:
-    """The launcher text for these image layers.
+    """The launcher text for these image layers (`header_values`, then the engines and the body)."""
+    options = options or {}
+    config = config or load_config()
+    return _assemble(header_values(layers, activate=activate, options=options, config=config), options, config)
+
+
+def header_values(layers: list[str], *, activate: bool, options: dict, config: Config) -> dict[str, str]:
+    """The plain `KEY=value` settings of the launcher's header.
 
     `options` are the install's own launch settings, recorded in its version
     record (`launch`): `mpi`, `engine` (default), `only_engine` (forced),
@@ -41,8 +48,6 @@ def render(
     fill the rest (engine order, MPI library directories, idle timeout,
     runtime and staging directories); forced config values win.
     """
-    options = options or {}
-    config = config or load_config()
     values = {
         "SQENV_LAYERS": " ".join(layers),
         "SQENV_ENGINES": " ".join(engines.ORDER),
@@ -64,6 +69,12 @@ def render(
         values["SQENV_BIND_PATHS"] = ":".join(p for p in (values["SQENV_BIND_PATHS"], *options["bind_paths"]) if p)
     if options.get("cpu_level"):  # built for a CPU: the helper checks the node has its instructions
         values["SQENV_CPU_LEVEL"] = options["cpu_level"]
+    return values
+
+
+def _assemble(values: dict[str, str], options: dict, config: Config) -> str:
+    """The whole launcher: the header (values, runtime settings, profile, forced engine, staging), the
+    engines, the body."""
     head = [
         "#!/bin/sh",
         f"# Launcher written by sqenv {__version__}. `sqenv update` and `sqenv rollback` replace it.",
@@ -83,20 +94,30 @@ def render(
     return "\n".join(parts)
 
 
-def helper_starts(activate: bool, options: dict, config: Config) -> bool:
-    """Whether the helper may start this install's programs itself (`launch/launch.h`): nothing here
-    that only the shell launcher does. It checks again at every start (and runs the launcher when
-    the node or SQENV_ENGINE says so); this only spares installs that always need the shell an exec."""
-    if activate or options.get("only_engine") or options.get("env") or options.get("cpu_level"):
-        return False
-    if (options.get("mount_path") or MOUNT_PATH) != MOUNT_PATH or options.get("engine") not in (None, *_EMBEDDED):
-        return False
-    values = launcher_values(config, mpi=options.get("mpi"))
-    return not values["SQENV_LD_PREPEND"] and values["SQENV_DEFAULT_ENGINE"] in _EMBEDDED
+HELPER_KEYS = frozenset(
+    {"SQENV_LAYERS", "SQENV_ENGINES", "SQENV_MOUNT_PATH", "SQENV_ACTIVATE", "SQENV_DEFAULT_ENGINE", "SQENV_LD_PREPEND",
+     "SQENV_BIND_PATHS"}
+)  # fmt: skip
+"""The header values the helper's launch mode reads (`launch/launch.h`); any other needs the shell."""
 
 
-_EMBEDDED = ("auto", "embedded")
-"""Engine choices under which the helper may start a program itself."""
+def helper_starts(values: dict[str, str], options: dict, config: Config) -> bool:
+    """Whether the helper may start this install's programs itself (`launch/launch.h`): its header
+    (`header_values`) holds nothing only the shell launcher acts on, nor do the lines after it (a
+    profile's variables, a forced engine). The helper checks again at every start (and runs the
+    launcher when the node or SQENV_ENGINE says so); this spares installs that always need the
+    shell the helper's exec."""
+    if not values.keys() <= HELPER_KEYS or options.get("env") or options.get("only_engine"):
+        return False
+    if config.setting("engine").forced:
+        return False
+    return (
+        values["SQENV_ACTIVATE"] == "0"
+        and not values["SQENV_LD_PREPEND"]
+        and values["SQENV_MOUNT_PATH"] == MOUNT_PATH
+        and values["SQENV_DEFAULT_ENGINE"] in ("auto", "embedded")
+        and values["SQENV_ENGINES"].split()[:1] == ["embedded"]
+    )
 
 
 def profile_lines(env: dict[str, str]) -> list[str]:
@@ -137,9 +158,12 @@ def write(
 
     The rename of the launcher is what switches an install to these layers:
     programs already running keep theirs, new launches see these."""
+    options = options or {}
+    config = config or load_config()
+    values = header_values(layers, activate=activate, options=options, config=config)
     tmp = install.prefix / f"{TEMP_PREFIX}{secrets.token_hex(4)}.launcher"
     try:
-        tmp.write_text(render(layers, activate=activate, options=options, config=config))
+        tmp.write_text(_assemble(values, options, config))
         adopt(install.prefix, tmp, executable=True)
         os.replace(tmp, install.launcher)
     finally:
@@ -149,7 +173,7 @@ def write(
     for entry in install.bin.iterdir():
         if entry.name not in wanted and entry.is_symlink():
             entry.unlink()
-    helper = install.enter.is_file() and helper_starts(activate, options or {}, config or load_config())
+    helper = install.enter.is_file() and helper_starts(values, options, config)
     target = LINK_TO_HELPER if helper else LINK_TO_LAUNCHER
     for name in names:
         link = install.bin / name

@@ -22,7 +22,8 @@ from sqenv.errors import PrefixError
 LINK_TO_HELPER, LINK_TO_LAUNCHER = "../sqenv-enter", "../launcher"
 """What `PREFIX/bin/NAME` links to: the helper, which starts the program itself in the common case
 and runs the shell launcher for the rest (`launch/launch.h`); the launcher where there is no helper
-(a wrapped container) and in installs made before."""
+(a wrapped container), where it always needs the shell, and in installs made before."""
+PROGRAM_LINKS = (LINK_TO_HELPER, LINK_TO_LAUNCHER)
 
 
 @dataclass(frozen=True)

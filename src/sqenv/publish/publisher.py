@@ -35,7 +35,7 @@ from types import TracebackType
 
 from sqenv.errors import PrefixError
 from sqenv.publish.activation import SCRIPTS as ACTIVATION_SCRIPTS
-from sqenv.publish.layout import LINK_TO_HELPER, LINK_TO_LAUNCHER
+from sqenv.publish.layout import PROGRAM_LINKS
 from sqenv.publish.lock import prefix_lock
 from sqenv.publish.modes import file_mode, fix_dir
 
@@ -142,7 +142,7 @@ def foreign_entries(prefix: Path) -> list[str]:
 def _sqenv_bin_entry(path: Path) -> bool:
     """A launcher symlink, or one of the activation scripts sqenv writes beside them (regular files)."""
     if path.is_symlink():
-        return os.readlink(path) in (LINK_TO_LAUNCHER, LINK_TO_HELPER)
+        return os.readlink(path) in PROGRAM_LINKS
     return path.name in ACTIVATION_SCRIPTS and stat.S_ISREG(os.lstat(path).st_mode)
 
 

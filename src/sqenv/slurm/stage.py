@@ -39,7 +39,7 @@ from sqenv import snippets
 from sqenv.errors import PrefixError, SqenvError, ToolMissing, UsageError
 from sqenv.publish import metadata
 from sqenv.publish.launchers import STAGED_LINES
-from sqenv.publish.layout import LINK_TO_HELPER, LINK_TO_LAUNCHER, Install
+from sqenv.publish.layout import PROGRAM_LINKS, Install
 from sqenv.ui import UI
 
 
@@ -115,8 +115,7 @@ def launcher_programs(install: Install) -> list[str]:
     """The names in PREFIX/bin that run the launcher (what `sqenv create` linked there)."""
     names = []
     for entry in sorted(install.bin.iterdir()) if install.bin.is_dir() else []:
-        linked = entry.is_symlink() and os.readlink(entry) in (LINK_TO_HELPER, LINK_TO_LAUNCHER)
-        if linked and not entry.name.startswith("."):
+        if entry.is_symlink() and os.readlink(entry) in PROGRAM_LINKS and not entry.name.startswith("."):
             names.append(entry.name)
     return names
 
